@@ -1,0 +1,140 @@
+"""``dbdict-enqueue``: add jobs (one per parameter combination) to the queue."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import sys
+from typing import Any
+
+import click
+
+from dbdict_worker import state as statemod
+from dbdict_worker.sweeps import expand_braces, load_sweep_file
+from dbdict_worker.cli.common import db_options, handle_errors, log, open_store
+from dbdict_worker.constants import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_TABLE
+from dbdict_worker.errors import ResolveError, UsageError
+
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+#: Show a progress bar (on a terminal) from this many jobs on.
+PROGRESS_FROM = 2000
+
+
+def build_states(params: tuple[str, ...], sweep_file: str | None) -> list[dict[str, Any]]:
+    """Every parameter combination, in order: ``.conf`` files first, then each ``--sweep``
+    combination, then the command line (which may hold ``{{a,b}}`` sweeps) on top."""
+    confs = [p for p in params if p.endswith(".conf") and "=" not in p and "::" not in p]
+    inline = [p for p in params if p not in confs]
+    base: dict[str, Any] = {}
+    for path in confs:
+        if not os.path.isfile(path):
+            raise UsageError(f"no such .conf file: {path}")
+        base.update(statemod.read_conf(path))
+    file_combos = load_sweep_file(sweep_file) if sweep_file else [{}]
+    line_combos = [statemod.parse_params(args) for args in expand_braces(inline)]
+    states = []
+    for fc, lc in itertools.product(file_combos, line_combos):
+        st = dict(base)
+        st.update(statemod.flatten(fc))
+        st.update(lc)
+        statemod.check_user_keys(st)
+        states.append(st)
+    return states
+
+
+def check_experiment(experiment: str) -> None:
+    """Refuse a malformed path, or one whose module imports but lacks the symbol; only note
+    (on stderr) an experiment whose code is not importable here, as on a login node."""
+    if not _DOTTED.match(experiment):
+        raise UsageError(
+            f"experiment must be a dotted path such as mypkg.train.run, got {experiment!r}")
+    module = experiment.rsplit(".", 1)[0]
+    try:
+        statemod.resolve(experiment)
+    except ResolveError as exc:
+        top = module.split(".")[0]
+        import importlib.util
+
+        try:
+            importable = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            importable = False
+        if importable:
+            raise UsageError(str(exc)) from None
+        log.info("note: %s is not importable here (fine if the workers have the code)",
+                 experiment)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("experiment")
+@click.argument("params", nargs=-1)
+@click.option("--priority", "-p", type=float, default=DEFAULT_PRIORITY, show_default=True,
+              help="Higher runs first; ties by id.")
+@click.option("--force", is_flag=True,
+              help="Add jobs even when an equal job (table, experiment, parameters) exists.")
+@click.option("--sweep", "sweep_file", type=click.Path(dir_okay=False),
+              help="A TOML or JSON sweep file (execo's sweep(): lists are levels, tables of "
+                   "levels give conditional sub-sweeps).")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Enqueue each combination N times (state.dbdict.replica is 0..N-1).")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=DEFAULT_MAX_ATTEMPTS,
+              show_default=True, help="Losses (dead workers) tolerated before ERR_RUN.")
+@click.option("--dry-run", is_flag=True, help="Print the jobs; write nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"created": [ids], "skipped": N}.')
+@db_options
+@handle_errors
+def main(experiment: str, params: tuple[str, ...], priority: float, force: bool,
+         sweep_file: str | None, repeat: int, max_attempts: int, dry_run: bool, as_json: bool,
+         db: str | None, table: str | None, debug: bool) -> None:
+    """Add one job per parameter combination to the queue.
+
+    EXPERIMENT is a dotted path to a function experiment(state, channel). PARAMS are
+    key=value (a Python literal, else a string), key::pkg.Builder, or FILE.conf.
+    key={{a,b,c}} sweeps over values (several: the cartesian product).
+
+    \b
+    Examples:
+      dbdict-enqueue mypkg.train.run lr=0.1 model.n_hidden=100
+      dbdict-enqueue mypkg.train.run 'lr={{0.1,0.01}}' 'n={{1,2,3}}' --json
+      dbdict-enqueue mypkg.train.run base.conf --sweep grid.toml --repeat 3
+    """
+    check_experiment(experiment)
+    states = build_states(params, sweep_file)
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps([dict(s) for s in states], allow_nan=True))
+        else:
+            for st in states:
+                click.echo(" ".join([experiment] + [f"{k}={statemod.format_value(v)}"
+                                                    for k, v in st.items()]))
+            click.echo(f"{len(states) * repeat} jobs (dry run: nothing written)", err=True)
+        return
+
+    with open_store(db, table) as store:
+        total = len(states) * repeat
+        show_bar = total >= PROGRESS_FROM and sys.stderr.isatty() and not as_json
+        with click.progressbar(length=total, label="enqueue", file=sys.stderr,
+                               hidden=not show_bar) as bar:
+            done = [0]
+
+            def progress(n: int) -> None:
+                bar.update(n - done[0])
+                done[0] = n
+
+            result = store.enqueue(experiment, states, priority=priority, force=force,
+                                   repeat=repeat, max_attempts=max_attempts,
+                                   progress=progress)
+    if as_json:
+        click.echo(json.dumps({"created": result.created, "skipped": result.skipped}))
+    else:
+        where = table or store.table or DEFAULT_TABLE
+        click.echo(f"created {len(result.created)} jobs in table {where!r}"
+                   + (f" (ids {result.created[0]}-{result.created[-1]})"
+                      if result.created else "")
+                   + f", skipped {result.skipped} already queued")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

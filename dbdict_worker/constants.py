@@ -1,0 +1,46 @@
+"""Statuses and priorities (SPEC section 4); numbers kept from the 2008 original."""
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.IntEnum):
+    """A job's status. The number is what the ``jobs.status`` column stores."""
+
+    CANCELED = -1
+    START = 0
+    RUNNING = 1
+    DONE = 2
+    ERR_START = 3
+    ERR_SYNC = 4
+    ERR_RUN = 5
+
+    @classmethod
+    def parse(cls, text: str | int) -> "Status":
+        """Accept a name (any case) or a number; raise ValueError naming the choices."""
+        if isinstance(text, int):
+            return cls(text)
+        t = str(text).strip()
+        try:
+            return cls(int(t))
+        except ValueError:
+            pass
+        try:
+            return cls[t.upper()]
+        except KeyError:
+            names = ", ".join(s.name for s in cls)
+            raise ValueError(f"unknown status {text!r} (one of: {names})") from None
+
+
+#: What an experiment returns when it is done (None means the same).
+COMPLETE = None
+#: What an experiment returns when it stopped early and wants to be resumed.
+INCOMPLETE = True
+
+DEFAULT_PRIORITY = 1.0
+#: Priority given to jobs that come back (INCOMPLETE, stopped, lost), so resumed work goes first.
+RESTART_PRIORITY = 2.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_TABLE = "default"
+#: Prefix of the keys the system owns; users cannot enqueue them.
+RESERVED_PREFIX = "dbdict"

@@ -1,0 +1,234 @@
+"""Database URLs, engines, retries and error messages without passwords.
+
+The one place that knows how to reach a database: it turns the user's URL into an engine
+(PostgreSQL or the embedded SQLite file), decides which failures are worth retrying, and
+turns the rest into one-line :class:`~dbdict_worker.errors.DbdictError` messages.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import sqlalchemy as sa
+import tenacity
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+
+from dbdict_worker.errors import DatabaseUnavailable, UsageError
+
+log = logging.getLogger("dbdict_worker.db")
+
+DEFAULT_SQLITE_FILE = "dbdict.sqlite"
+#: How long a call keeps retrying a database that is away before giving up (seconds).
+DEFAULT_RETRY_SECONDS = 60.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect: the SQLAlchemy URL and the table named in it, if any."""
+
+    url: URL
+    table: str | None
+    implicit: bool = False  # True when no URL was given and the default SQLite file is used
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password masked, fit for logs and messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+
+def parse_url(text: str | None) -> Target:
+    """Parse a database URL; ``None`` or empty means the embedded ``./dbdict.sqlite``.
+
+    The original form ``postgresql://user@host/db/TABLE`` also names the table.
+    """
+    if not text:
+        return Target(make_url(f"sqlite:///{DEFAULT_SQLITE_FILE}"), None, implicit=True)
+    if "://" not in text:
+        raise UsageError(
+            "database URL must look like postgresql://user@host/db[/table] or sqlite:///path"
+        )
+    try:
+        url = make_url(text)
+    except Exception:  # sqlalchemy.exc.ArgumentError, ValueError: both just mean "malformed"
+        raise UsageError("malformed database URL (postgresql://user@host/db[/table] or "
+                         "sqlite:///path)") from None
+    backend = url.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg2")
+        table = None
+        if url.database and "/" in url.database:
+            db, table = url.database.split("/", 1)
+            url = url.set(database=db)
+            table = table.strip("/") or None
+        return Target(url, table)
+    if backend == "sqlite":
+        return Target(url, None)
+    raise UsageError(f"unsupported database {backend!r}: use postgresql:// or sqlite:///")
+
+
+def create_engine(target: Target) -> Engine:
+    """An engine tuned for our use: pre-ping and keepalives on PostgreSQL; WAL, foreign keys
+    and writer-serializing ``BEGIN IMMEDIATE`` transactions on SQLite."""
+    if target.is_sqlite:
+        engine = sa.create_engine(target.url, connect_args={"timeout": 30})
+        _setup_sqlite(engine)
+        return engine
+    return sa.create_engine(
+        target.url,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=4,
+        connect_args={
+            "connect_timeout": 10,
+            "application_name": "dbdict-worker",
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
+    )
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite's own is lazy).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        # Take the write lock up front: a deferred transaction that later writes can fail
+        # with "database is locked" without waiting; IMMEDIATE waits for busy_timeout instead.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# --------------------------------------------------------------------------------------------
+# Which failures are transient
+
+
+_TRANSIENT_PGCODES = {
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "55P03",  # lock_not_available
+    "57P01",  # admin_shutdown (server restart)
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now (server starting up)
+    "53300",  # too_many_connections
+    "53400",  # configuration_limit_exceeded
+}
+_PERMANENT_MARKERS = (
+    "authentication failed",
+    "no password supplied",
+    "password authentication",
+    "does not exist",
+    "role ",
+    "permission denied",
+    "pg_hba.conf",
+    "ssl is not enabled",
+    "invalid dsn",
+    "could not translate host name",
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that may go away: dropped connections, a restarting server,
+    serialization failures and deadlocks, a busy SQLite file."""
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "pgcode", None)
+    if code:
+        return code in _TRANSIENT_PGCODES or code.startswith("08")
+    if isinstance(orig, sqlite3.OperationalError):
+        msg = str(orig).lower()
+        return "locked" in msg or "busy" in msg
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        msg = str(orig).lower()
+        return not any(m in msg for m in _PERMANENT_MARKERS)
+    return False
+
+
+def describe(exc: BaseException, target: Target) -> str:
+    """One line describing a database failure, with any password scrubbed."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(orig).strip().splitlines() if ln.strip()]
+    text = " ".join(lines) or type(orig).__name__
+    pw = target.url.password
+    if pw:
+        text = text.replace(str(pw), "***")
+    return text
+
+
+class Retrier:
+    """Runs a callable, retrying transient database failures with exponential backoff and
+    jitter for up to ``seconds``; logs an outage once when it starts and once when it ends."""
+
+    def __init__(self, target: Target, seconds: float = DEFAULT_RETRY_SECONDS) -> None:
+        self.target = target
+        self.seconds = seconds
+        self._failing = False
+
+    def __call__(self, fn: Callable[[], T]) -> T:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient),
+            wait=tenacity.wait_random_exponential(multiplier=0.05, max=5.0),
+            stop=tenacity.stop_after_delay(self.seconds),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            result = retrying(fn)
+        except sa.exc.DBAPIError as exc:
+            msg = describe(exc, self.target)
+            if is_transient(exc):
+                raise DatabaseUnavailable(
+                    f"database {self.target.safe_url} unreachable after {self.seconds:g}s "
+                    f"of retries: {msg}"
+                ) from None
+            if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+                raise DatabaseUnavailable(
+                    f"cannot use database {self.target.safe_url}: {msg}"
+                ) from None
+            raise
+        if self._failing:
+            self._failing = False
+            log.warning("database %s is reachable again", self.target.safe_url)
+        return result
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        if not self._failing:
+            self._failing = True
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "database %s: %s; retrying for up to %gs",
+                self.target.safe_url,
+                describe(exc, self.target) if exc else "failure",
+                self.seconds,
+            )
+
+
+def retry_seconds_from_env(default: float = DEFAULT_RETRY_SECONDS) -> float:
+    """``DBDICT_RETRY_SECONDS`` overrides how long database calls retry."""
+    raw = os.environ.get("DBDICT_RETRY_SECONDS")
+    if not raw:
+        return default
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise UsageError(f"DBDICT_RETRY_SECONDS must be a number of seconds, got {raw!r}") from None

@@ -1,0 +1,184 @@
+"""The tables, as SQLAlchemy Core metadata. The alembic migrations build exactly this.
+
+- ``job_tables``: the named groups of jobs (the original ``.../db/TABLE``).
+- ``jobs``: one row per job, normalized columns only.
+- ``state``: the job's state, one typed row per flat dotted key.
+- ``workers``: live and past worker daemons.
+- ``events``: an append-only history of each job.
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+#: The alembic revision this code expects (a test checks it is the migrations' head).
+SCHEMA_REVISION = "0001"
+#: Our own alembic version table, so we never collide with an application's ``alembic_version``.
+VERSION_TABLE = "dbdict_schema_version"
+
+metadata = sa.MetaData()
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Time = sa.DateTime(timezone=True)
+Double = sa.Float(precision=53).with_variant(sa.Double(), "postgresql")
+
+
+class db_now(FunctionElement):
+    """The database clock (all times come from the server, never from a worker's clock)."""
+
+    type = sa.DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(db_now)
+def _now_default(element, compiler, **kw):  # noqa: ANN001
+    return "now()"
+
+
+@compiles(db_now, "sqlite")
+def _now_sqlite(element, compiler, **kw):  # noqa: ANN001
+    # The same text format SQLAlchemy writes for DATETIME on SQLite, so values compare as text.
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+class db_ago(FunctionElement):
+    """The database clock minus a number of seconds (one argument)."""
+
+    type = sa.DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(db_ago)
+def _ago_default(element, compiler, **kw):  # noqa: ANN001
+    return "(now() - make_interval(secs => %s))" % compiler.process(element.clauses, **kw)
+
+
+@compiles(db_ago, "sqlite")
+def _ago_sqlite(element, compiler, **kw):  # noqa: ANN001
+    arg = compiler.process(element.clauses, **kw)
+    return "strftime('%%Y-%%m-%%d %%H:%%M:%%f000', 'now', printf('-%%f seconds', %s))" % arg
+
+
+job_tables = sa.Table(
+    "job_tables",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("created_at", Time, nullable=False, server_default=db_now()),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("table_id", sa.Integer, sa.ForeignKey("job_tables.id"), nullable=False),
+    sa.Column("experiment", sa.Text, nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("priority", Double, nullable=False, server_default="1.0"),
+    # attempts counts bookings (the fencing token is worker_id + attempts); losses counts
+    # bookings that ended because the owner vanished, which max_attempts bounds.
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("losses", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default="3"),
+    sa.Column("params_hash", sa.String(64), nullable=False),
+    sa.Column("replica", sa.Integer, nullable=False, server_default="0"),
+    # False for the extra copies that --force adds; only dedup rows take part in the
+    # uniqueness that makes a repeated enqueue a no-op.
+    sa.Column("dedup", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", Time, nullable=False, server_default=db_now()),
+    sa.Column("updated_at", Time, nullable=False, server_default=db_now()),
+    sa.Column("booked_at", Time),
+    sa.Column("heartbeat_at", Time),
+    sa.Column("finished_at", Time),
+    sa.Column("worker_id", sa.Text),
+    sa.Column("host", sa.Text),
+    sa.Column("workdir", sa.Text),
+    sa.Column("error", sa.Text),
+)
+
+# Booking reads these, ordered exactly like the booking query; they hold only ready jobs.
+sa.Index(
+    "jobs_ready_by_table",
+    jobs.c.table_id,
+    jobs.c.priority.desc(),
+    jobs.c.id,
+    postgresql_where=jobs.c.status == 0,
+    sqlite_where=jobs.c.status == 0,
+)
+sa.Index(
+    "jobs_ready",
+    jobs.c.priority.desc(),
+    jobs.c.id,
+    postgresql_where=jobs.c.status == 0,
+    sqlite_where=jobs.c.status == 0,
+)
+sa.Index(
+    "jobs_dedup",
+    jobs.c.table_id,
+    jobs.c.experiment,
+    jobs.c.params_hash,
+    jobs.c.replica,
+    unique=True,
+    postgresql_where=jobs.c.dedup,
+    sqlite_where=jobs.c.dedup,
+)
+# Running jobs by owner: heartbeats, lease rescue, status. heartbeat_at is deliberately not
+# indexed so that heartbeat updates stay HOT on PostgreSQL.
+sa.Index(
+    "jobs_running",
+    jobs.c.worker_id,
+    postgresql_where=jobs.c.status == 1,
+    sqlite_where=jobs.c.status == 1,
+)
+sa.Index("jobs_table_status", jobs.c.table_id, jobs.c.status)
+
+# Value types of the state table's vtype column.
+VTYPE_NONE, VTYPE_BOOL, VTYPE_INT, VTYPE_FLOAT, VTYPE_STR, VTYPE_LIST, VTYPE_TUPLE = range(7)
+#: Length of the string prefix indexed for ``key = 'value'`` filters (a btree entry must stay
+#: small; the full value is compared after the index narrowed the rows).
+TXT_PREFIX = 200
+
+state = sa.Table(
+    "state",
+    metadata,
+    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("vtype", sa.SmallInteger, nullable=False),
+    # num: the value of a bool/int/float as a number (filters, sorting, the view).
+    # txt: the exact text of an int (exact beyond 2**53), float (repr: nan/inf), str, or the
+    # canonical JSON of a list. Together they give the value back with its type.
+    sa.Column("num", Double),
+    sa.Column("txt", sa.Text),
+)
+sa.Index("state_num", state.c.key, state.c.num)
+sa.Index("state_txt", state.c.key, sa.func.substr(state.c.txt, 1, TXT_PREFIX))
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("tables", sa.Text),
+    sa.Column("state", sa.Text, nullable=False, server_default="running"),
+    sa.Column("drain_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("started_at", Time, nullable=False, server_default=db_now()),
+    sa.Column("heartbeat_at", Time, nullable=False, server_default=db_now()),
+    sa.Column("stopped_at", Time),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", Time, nullable=False, server_default=db_now()),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("worker_id", sa.Text),
+    sa.Column("detail", sa.Text),
+)
+sa.Index("events_job", events.c.job_id, events.c.id)
+# Autovacuum settings for the hot tables live in the migrations (PostgreSQL only).

@@ -1,0 +1,133 @@
+"""The flat SQL view of a table: one row per job, one typed column per state key.
+
+Column names are the flat keys themselves (``lr``, ``model.n_hidden``, ``dbdict.status``),
+always quoted by the dialect's identifier preparer; keys longer than PostgreSQL's 63-byte
+identifier limit are shortened with a hash suffix. Key names in the SQL text are rendered as
+escaped string literals by SQLAlchemy, never pasted in.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dbdict_worker.constants import Status
+from dbdict_worker.db.queries import Selection, _selection_filter, key_types
+from dbdict_worker.db.schema import (
+    VTYPE_BOOL,
+    VTYPE_FLOAT,
+    VTYPE_INT,
+    VTYPE_NONE,
+    VTYPE_STR,
+    job_tables,
+    jobs,
+    metadata,
+    state,
+)
+from dbdict_worker.errors import UsageError
+
+MAX_IDENTIFIER_BYTES = 63
+
+
+def column_name(key: str) -> str:
+    """The view column for a key: the key itself, or a shortened unique form if too long."""
+    if len(key.encode()) <= MAX_IDENTIFIER_BYTES:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    head = key.encode()[: MAX_IDENTIFIER_BYTES - 9].decode(errors="ignore")
+    return f"{head}~{digest}"
+
+
+def _status_name() -> sa.ColumnElement:
+    return sa.case(*[(jobs.c.status == int(s), s.name) for s in Status], else_=sa.null())
+
+
+def _reserved_columns() -> list[sa.ColumnElement]:
+    return [
+        jobs.c.id.label("dbdict.id"),
+        job_tables.c.name.label("dbdict.table"),
+        jobs.c.experiment.label("dbdict.experiment"),
+        _status_name().label("dbdict.status"),
+        jobs.c.priority.label("dbdict.priority"),
+        jobs.c.attempts.label("dbdict.attempts"),
+        jobs.c.replica.label("dbdict.replica"),
+        jobs.c.host.label("dbdict.host"),
+        jobs.c.worker_id.label("dbdict.worker"),
+        jobs.c.workdir.label("dbdict.workdir"),
+        jobs.c.error.label("dbdict.error"),
+        jobs.c.created_at.label("dbdict.created"),
+        jobs.c.booked_at.label("dbdict.booked"),
+        jobs.c.finished_at.label("dbdict.finished"),
+    ]
+
+
+def _key_column(key: str, vtypes: set[int]) -> sa.ColumnElement:
+    """A pivot expression for one key, typed by the value types the key has."""
+    mine = state.c.key == sa.literal(key, sa.Text)
+    kinds = vtypes - {VTYPE_NONE}
+    if kinds and kinds <= {VTYPE_BOOL}:
+        return sa.func.max(sa.case((mine, state.c.num))) != 0
+    if kinds and kinds <= {VTYPE_INT}:
+        return sa.cast(sa.func.max(sa.case((mine, state.c.txt))), sa.BigInteger)
+    if kinds and kinds <= {VTYPE_INT, VTYPE_FLOAT}:
+        return sa.func.max(sa.case((mine, state.c.num)))
+    if kinds <= {VTYPE_STR}:
+        return sa.func.max(sa.case((mine, state.c.txt)))
+    # Mixed types: text, with bools spelled like Python.
+    as_text = sa.case(
+        (state.c.vtype == VTYPE_BOOL, sa.case((state.c.num != 0, "True"), else_="False")),
+        else_=state.c.txt,
+    )
+    return sa.func.max(sa.case((mine, as_text)))
+
+
+def view_select(conn: Connection, sel: Selection) -> tuple[sa.Select, list[str]]:
+    """The view's SELECT for the jobs of ``sel`` and the list of its column names."""
+    types = key_types(conn, sel)
+    cols = _reserved_columns()
+    names = [c.name for c in cols]
+    seen = set(names)
+    for key in sorted(types):
+        name = column_name(key)
+        if name in seen:  # only possible for shortened names colliding; keep the first
+            continue
+        seen.add(name)
+        names.append(name)
+        cols.append(_key_column(key, types[key]).label(name))
+    stmt = (
+        sa.select(*cols)
+        .select_from(jobs.join(job_tables).outerjoin(state, state.c.job_id == jobs.c.id))
+        .where(*_selection_filter(sel))
+        .group_by(jobs.c.id, job_tables.c.id, job_tables.c.name)
+    )
+    return stmt, names
+
+
+def create_view(conn: Connection, name: str, sel: Selection) -> list[str]:
+    """(Re)create the view ``name`` over the jobs of ``sel``; returns its column names."""
+    if name in metadata.tables or not name.strip():
+        raise UsageError(f"{name!r} cannot be a view name (it is one of dbdict's tables)")
+    stmt, names = view_select(conn, sel)
+    quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    _exec_raw(conn, f"DROP VIEW IF EXISTS {quoted}")
+    _exec_raw(conn, f"CREATE VIEW {quoted} AS {sql}")
+    return names
+
+
+def drop_view(conn: Connection, name: str) -> None:
+    """Drop the view ``name`` if it exists."""
+    if name in metadata.tables:
+        raise UsageError(f"{name!r} is one of dbdict's tables, not a view")
+    _exec_raw(conn, f"DROP VIEW IF EXISTS {conn.dialect.identifier_preparer.quote_identifier(name)}")
+
+
+def _exec_raw(conn: Connection, sql: str) -> None:
+    # A DDL string with no parameters: run it on the DBAPI cursor so that no driver-level
+    # parameter interpolation touches a '%' that a key name may contain.
+    cur = conn.connection.driver_connection.cursor()
+    try:
+        cur.execute(sql)
+    finally:
+        cur.close()

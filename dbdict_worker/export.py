@@ -1,0 +1,50 @@
+"""Export jobs as CSV or JSON: one row per job, one column per key (reserved keys first)."""
+from __future__ import annotations
+
+import csv
+import json
+from typing import IO, Any, Iterable, Mapping
+
+from dbdict_worker.db.queries import Job
+from dbdict_worker.records import RESERVED_KEYS, full_state
+from dbdict_worker.state import format_value
+
+
+def cell(value: Any) -> str:
+    """A value as CSV text: empty for None, Python spelling for bools and floats (nan, inf),
+    Python literals for lists (as in .conf files and the SQL view)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return format_value(value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def write_csv(out: IO[str], user_keys: Iterable[str],
+              rows: Iterable[tuple[Job, Mapping[str, Any]]]) -> int:
+    """Write a header and one line per job; returns the number of jobs written."""
+    columns = list(RESERVED_KEYS) + sorted(user_keys)
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    n = 0
+    for job, state in rows:
+        flat = full_state(job, state)
+        writer.writerow([cell(flat.get(c)) for c in columns])
+        n += 1
+    return n
+
+
+def write_json(out: IO[str], rows: Iterable[tuple[Job, Mapping[str, Any]]]) -> int:
+    """Write a JSON array of flat objects (one per job), streaming; returns the count.
+
+    Non-finite floats are written as NaN/Infinity (as Python and JavaScript read them)."""
+    n = 0
+    out.write("[")
+    for job, state in rows:
+        out.write(",\n" if n else "\n")
+        out.write(json.dumps(full_state(job, state), ensure_ascii=False, allow_nan=True))
+        n += 1
+    out.write("\n]\n" if n else "]\n")
+    return n

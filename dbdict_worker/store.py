@@ -1,0 +1,397 @@
+"""The store: the library API over the database, used by the commands and the worker.
+
+>>> from dbdict_worker.store import Store
+>>> with Store.open("postgresql://me@dbhost/experiments/sweep1") as store:
+...     store.enqueue("mypkg.train.run", [{"lr": 0.1}, {"lr": 0.01}])
+
+Every method runs in its own transaction and retries transient database failures (dropped
+connections, restarts, serialization failures) with backoff for ``retry_seconds``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+
+from sqlalchemy.engine import Connection
+
+from dbdict_worker import state as statemod
+from dbdict_worker.constants import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PRIORITY,
+    DEFAULT_TABLE,
+    RESTART_PRIORITY,
+    Status,
+)
+from dbdict_worker import export as exportmod
+from dbdict_worker.db import connect, migrate, queries, views
+from dbdict_worker.db.queries import Event, Job, Rescued, Selection, Token
+from dbdict_worker.errors import LostOwnership, NotFound, UsageError
+
+log = logging.getLogger("dbdict_worker")
+
+T = TypeVar("T")
+#: Jobs inserted per statement batch by enqueue.
+ENQUEUE_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """What an enqueue did: the ids created (in input order) and the duplicates skipped."""
+
+    created: list[int]
+    skipped: int
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A job booked by a worker: the row, the fencing token and the job's flat state."""
+
+    job: Job
+    token: Token
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Store:
+    """A connection to a dbdict database (PostgreSQL or SQLite)."""
+
+    def __init__(self, target: connect.Target, *, table: str | None = None,
+                 retry_seconds: float | None = None) -> None:
+        self.target = target
+        #: The default table: from the option, else from the URL, else None.
+        self.table = table or target.table
+        self.engine = connect.create_engine(target)
+        seconds = connect.retry_seconds_from_env() if retry_seconds is None else retry_seconds
+        self.retry = connect.Retrier(target, seconds)
+
+    # ---------------------------------------------------------------------------------------
+    # Opening and schema
+
+    @classmethod
+    def open(cls, url: str | None = None, *, table: str | None = None,
+             retry_seconds: float | None = None, check_schema: bool = True) -> "Store":
+        """Open a store from a URL (``None``: the embedded ``./dbdict.sqlite``).
+
+        A SQLite file that does not exist yet is created with the current schema. Otherwise
+        the schema must be current (``dbdict db upgrade``) unless ``check_schema`` is False.
+        """
+        target = connect.parse_url(url)
+        store = cls(target, table=table, retry_seconds=retry_seconds)
+        try:
+            if store._is_new_sqlite():
+                store.upgrade()
+                if target.implicit:
+                    log.info("no --db or DBDICT_DB given: created the SQLite file ./%s",
+                             target.url.database)
+                else:
+                    log.info("created the dbdict schema in %s", store.where)
+            elif check_schema:
+                store.check_schema()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @property
+    def where(self) -> str:
+        """The database, for messages (password masked)."""
+        return self.target.safe_url
+
+    def _is_new_sqlite(self) -> bool:
+        if not self.target.is_sqlite:
+            return False
+        path = self.target.url.database
+        return not path or path == ":memory:" or not os.path.exists(path) \
+            or os.path.getsize(path) == 0
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Create or migrate the schema; returns (revision before, revision after)."""
+        return self.retry(lambda: migrate.upgrade(self.engine))
+
+    def check_schema(self) -> None:
+        """Raise SchemaError unless the schema is at this code's revision."""
+        def run() -> None:
+            with self.engine.connect() as conn:
+                migrate.check(conn, self.where)
+        self.retry(run)
+
+    def close(self) -> None:
+        """Release the connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def transaction(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` in one transaction, retried as a whole on transient failures."""
+        def run() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+        return self.retry(run)
+
+    # ---------------------------------------------------------------------------------------
+    # Tables and selections
+
+    def tables(self) -> list[str]:
+        """Names of the job tables."""
+        return self.transaction(queries.table_names)
+
+    def _table_ids(self, conn: Connection, names: Sequence[str] | None) -> tuple[int, ...] | None:
+        if names is None:
+            return None
+        found = queries.table_ids(conn, names)
+        missing = [n for n in names if n not in found]
+        if missing:
+            existing = ", ".join(queries.table_names(conn)) or "none yet"
+            raise NotFound(f"no table {missing[0]!r} in {self.where} (tables: {existing})")
+        return tuple(found[n] for n in names)
+
+    def _tables_arg(self, tables: Sequence[str] | str | None) -> list[str] | None:
+        if isinstance(tables, str):
+            return [tables]
+        if tables is None and self.table:
+            return [self.table]
+        return list(tables) if tables is not None else None
+
+    def selection(self, conn: Connection, *, tables: Sequence[str] | str | None = None,
+                  ids: Iterable[int] | None = None,
+                  statuses: Iterable[Status | str | int] | None = None,
+                  where: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None) -> Selection:
+        """Build a Selection; table names are checked (NotFound names the existing ones)."""
+        if isinstance(where, Mapping):
+            where = list(where.items())
+        return Selection(
+            table_ids=self._table_ids(conn, self._tables_arg(tables)),
+            ids=tuple(ids) if ids is not None else None,
+            statuses=tuple(Status.parse(s) for s in statuses) if statuses is not None else None,
+            where=tuple(where or ()),
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # Enqueue
+
+    def enqueue(self, experiment: str, states: Iterable[Mapping[str, Any]], *,
+                table: str | None = None, priority: float = DEFAULT_PRIORITY,
+                force: bool = False, repeat: int = 1, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                progress: Callable[[int], None] | None = None) -> EnqueueResult:
+        """Add one job per state (times ``repeat``) in one transaction.
+
+        States are flat (dotted keys) or nested mappings; each is checked (types, reserved
+        ``dbdict.*`` keys) before anything is written. A job equal to an existing one (same
+        table, experiment, parameters and repeat index) is skipped unless ``force``.
+        ``progress(n)`` is called after each batch with the number of jobs handled so far.
+        """
+        if not experiment or not isinstance(experiment, str):
+            raise UsageError("an experiment (a dotted path such as mypkg.train.run) is needed")
+        if repeat < 1:
+            raise UsageError("--repeat must be at least 1")
+        if max_attempts < 1:
+            raise UsageError("max_attempts must be at least 1")
+        table = table or self.table or DEFAULT_TABLE
+        items: list[tuple[str, int, dict[str, Any]]] = []
+        for st in states:
+            flat = statemod.flatten(st)
+            statemod.check_user_keys(flat)
+            h = statemod.param_hash(flat)
+            items.extend((h, r, flat) for r in range(repeat))
+
+        def run(conn: Connection) -> EnqueueResult:
+            table_id = queries.ensure_table(conn, table)
+            created: list[int] = []
+            skipped = 0
+            for start in range(0, len(items), ENQUEUE_CHUNK):
+                new, dup = queries.insert_jobs(
+                    conn, table_id=table_id, experiment=experiment,
+                    items=items[start:start + ENQUEUE_CHUNK], priority=float(priority),
+                    max_attempts=max_attempts, force=force,
+                )
+                created += new
+                skipped += dup
+                if progress:
+                    progress(min(start + ENQUEUE_CHUNK, len(items)))
+            return EnqueueResult(created, skipped)
+
+        return self.transaction(run)
+
+    # ---------------------------------------------------------------------------------------
+    # Reading
+
+    def jobs(self, *, limit: int | None = None, **select: Any) -> list[Job]:
+        """Jobs matching the selection (see :meth:`selection`), by id."""
+        return self.transaction(
+            lambda c: queries.select_jobs(c, self.selection(c, **select), limit=limit))
+
+    def jobs_with_state(self, *, limit: int | None = None,
+                        **select: Any) -> list[tuple[Job, dict[str, Any]]]:
+        """Like :meth:`jobs`, each with its flat user state."""
+        def run(conn: Connection) -> list[tuple[Job, dict[str, Any]]]:
+            found = queries.select_jobs(conn, self.selection(conn, **select), limit=limit)
+            states = queries.select_state(conn, [j.id for j in found])
+            return [(j, states[j.id]) for j in found]
+        return self.transaction(run)
+
+    def iter_jobs_with_state(self, **select: Any) -> Iterator[tuple[Job, dict[str, Any]]]:
+        """Stream every matching job with its state (for exports of any size)."""
+        with self.engine.connect() as conn:
+            sel = self.retry(lambda: self.selection(conn, **select))
+            yield from queries.iter_jobs_with_state(conn, sel)
+
+    def job(self, job_id: int) -> tuple[Job, dict[str, Any]]:
+        """One job and its flat user state; NotFound if there is no such job."""
+        def run(conn: Connection) -> tuple[Job, dict[str, Any]]:
+            # Ids are unique across tables, so the default table does not restrict this.
+            found = queries.select_jobs(conn, Selection(ids=(job_id,)))
+            if not found:
+                raise NotFound(f"no job {job_id} in {self.where}")
+            return found[0], queries.select_state(conn, [job_id])[job_id]
+        return self.transaction(run)
+
+    def events(self, job_id: int) -> list[Event]:
+        """A job's history, oldest first."""
+        return self.transaction(lambda c: queries.select_events(c, job_id))
+
+    def counts(self, **select: Any) -> dict[tuple[str, Status], int]:
+        """Number of jobs per (table, status)."""
+        return self.transaction(
+            lambda c: queries.count_by_status(c, self.selection(c, **select)))
+
+    def counts_by(self, key: str, **select: Any) -> list[tuple[Any, Status, int]]:
+        """Number of jobs per (value of ``key``, status); see ``queries.MISSING``."""
+        return self.transaction(
+            lambda c: queries.count_by_key(c, self.selection(c, **select), key))
+
+    # ---------------------------------------------------------------------------------------
+    # Results
+
+    def create_view(self, name: str, **select: Any) -> list[str]:
+        """(Re)create the flat SQL view ``name``; returns its column names."""
+        return self.transaction(
+            lambda c: views.create_view(c, name, self.selection(c, **select)))
+
+    def drop_view(self, name: str) -> None:
+        """Drop the view ``name`` if it exists."""
+        self.transaction(lambda c: views.drop_view(c, name))
+
+    def export(self, out: IO[str], *, fmt: str = "csv", **select: Any) -> int:
+        """Write the selected jobs to ``out`` as CSV or JSON; returns the number written."""
+        if fmt not in ("csv", "json"):
+            raise UsageError(f"unknown export format {fmt!r} (csv or json)")
+        with self.engine.connect() as conn:
+            sel = self.retry(lambda: self.selection(conn, **select))
+            rows = queries.iter_jobs_with_state(conn, sel)
+            if fmt == "json":
+                return exportmod.write_json(out, rows)
+            keys = self.retry(lambda: queries.key_types(conn, sel))
+            return exportmod.write_csv(out, keys, rows)
+
+    # ---------------------------------------------------------------------------------------
+    # Changes a user asks for (each returns the ids changed)
+
+    def cancel(self, **select: Any) -> list[int]:
+        """Cancel queued and running jobs."""
+        return self.transaction(lambda c: queries.cancel(c, self.selection(c, **select)))
+
+    def requeue(self, *, priority: float | None = None, **select: Any) -> list[int]:
+        """Put finished, failed and cancelled jobs back in the queue."""
+        return self.transaction(
+            lambda c: queries.requeue(c, self.selection(c, **select), priority=priority))
+
+    def set_priority(self, priority: float, **select: Any) -> list[int]:
+        """Change the priority of the selected jobs."""
+        return self.transaction(
+            lambda c: queries.set_priority(c, self.selection(c, **select), float(priority)))
+
+    def delete(self, **select: Any) -> list[int]:
+        """Delete the selected jobs, their state and their history."""
+        return self.transaction(lambda c: queries.delete(c, self.selection(c, **select)))
+
+    def requeue_stale(self, lease_seconds: float, *, by_worker: str | None = None) -> list[Rescued]:
+        """Requeue RUNNING jobs whose heartbeat is older than the lease (see SPEC section 6)."""
+        return self.transaction(
+            lambda c: queries.requeue_stale(c, lease_seconds=lease_seconds, by_worker=by_worker))
+
+    # ---------------------------------------------------------------------------------------
+    # The queue core (used by the worker)
+
+    def book(self, worker_id: str, host: str, *, tables: Sequence[str] | None = None,
+             n: int = 1) -> list[Booking]:
+        """Book up to ``n`` ready jobs (priority DESC, id ASC) in one statement."""
+        def run(conn: Connection) -> list[Booking]:
+            ids = self._table_ids(conn, self._tables_arg(tables))
+            booked = queries.book(conn, worker_id=worker_id, host=host, table_ids=ids, n=n)
+            states = queries.select_state(conn, [j.id for j in booked])
+            return [Booking(j, Token(j.id, worker_id, j.attempts), states[j.id]) for j in booked]
+        return self.transaction(run)
+
+    def _owned_write(self, token: Token, what: str,
+                     fn: Callable[[Connection], bool]) -> None:
+        if not self.transaction(fn):
+            raise LostOwnership(
+                f"job {token.job_id}: cannot {what}, worker {token.worker_id} attempt "
+                f"{token.attempt} no longer owns it")
+
+    def save_state(self, token: Token, flat: Mapping[str, Any]) -> None:
+        """Replace the job's state (reserved ``dbdict.*`` keys are ignored); LostOwnership if
+        the token no longer owns the job."""
+        clean = _user_state(flat)
+
+        def run(conn: Connection) -> bool:
+            if not queries.touch_owned(conn, token):
+                return False
+            queries.replace_state(conn, token.job_id, clean)
+            return True
+        self._owned_write(token, "save state", run)
+
+    def finish(self, token: Token, status: Status, *, state: Mapping[str, Any] | None = None,
+               error: str | None = None, workdir: str | None = None) -> None:
+        """Record the job's final status (and final state); LostOwnership if not owned."""
+        if status in (Status.START, Status.RUNNING):
+            raise ValueError("finish() takes a final status; use requeue_job() for START")
+        self._release(token, status, state=state, error=error, workdir=workdir,
+                      priority=None, what=f"finish as {status.name}")
+
+    def requeue_job(self, token: Token, *, priority: float = RESTART_PRIORITY,
+                    state: Mapping[str, Any] | None = None, reason: str = "incomplete",
+                    workdir: str | None = None) -> None:
+        """Give an owned job back to the queue (INCOMPLETE or stopped), at ``priority``."""
+        self._release(token, Status.START, state=state, error=None, workdir=workdir,
+                      priority=priority, what="requeue", reason=reason)
+
+    def _release(self, token: Token, status: Status, *, state: Mapping[str, Any] | None,
+                 error: str | None, workdir: str | None, priority: float | None, what: str,
+                 reason: str | None = None) -> None:
+        clean = _user_state(state) if state is not None else None
+
+        def run(conn: Connection) -> bool:
+            if clean is not None:
+                if not queries.touch_owned(conn, token):
+                    return False
+                queries.replace_state(conn, token.job_id, clean)
+            if not queries.release_owned(conn, token, status, priority=priority, error=error,
+                                         workdir=workdir):
+                return False
+            detail = status.name if reason is None else f"{status.name}: {reason}"
+            if error:
+                detail += f": {error}"
+            queries.add_events(conn, "finished" if status != Status.START else "requeued",
+                               [token.job_id], worker_id=token.worker_id, detail=detail)
+            return True
+        self._owned_write(token, what, run)
+
+    def heartbeat(self, worker_id: str, tokens: Sequence[Token]) -> set[int]:
+        """Refresh the jobs' heartbeats; returns the ids still owned."""
+        return self.transaction(lambda c: queries.heartbeat(c, worker_id, tokens))
+
+
+def _user_state(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A state to store: checked, flattened, without the reserved ``dbdict.*`` keys."""
+    return statemod.flatten({k: v for k, v in flat.items()
+                             if k != "dbdict" and not k.startswith("dbdict.")})
+
+
+__all__ = ["Store", "Booking", "EnqueueResult", "Job", "Token", "Event", "Rescued",
+           "Selection"]

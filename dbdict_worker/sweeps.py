@@ -1,0 +1,236 @@
+"""Parameter sweeps (SPEC section 3): execo_engine's ``sweep``/``geom``/``igeom``, sweep files
+(TOML or JSON) and ``key={{a,b,c}}`` command-line expansion.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dbdict_worker import state
+from dbdict_worker.errors import UsageError
+
+__all__ = ["sweep", "geom", "igeom", "load_sweep_file", "expand_braces"]
+
+
+def sweep(parameters: Mapping[Any, Any]) -> list[dict[Any, Any]]:
+    """All combinations of the factors' levels (a full factorial design, as execo's sweep).
+
+    A list (or tuple, range) value gives the levels of a factor; a dict value's keys are the
+    levels and each maps to a dict of sub-factors swept only with that level. Any other value
+    is a single level. An empty list or dict leaves the factor out. The first factor varies
+    slowest.
+    """
+    combos: list[dict[Any, Any]] = [{}]
+    for factor, value in parameters.items():
+        options = _options(factor, value)
+        if not options:
+            continue
+        combos = [{**base, factor: level, **sub}
+                  for base in combos for level, subs in options for sub in subs]
+    return combos
+
+
+def _options(factor: Any, value: Any) -> list[tuple[Any, list[dict[Any, Any]]]]:
+    """(level, combinations of that level's sub-factors) for one factor."""
+    if isinstance(value, Mapping):
+        options = []
+        for level, sub in value.items():
+            if not isinstance(sub, Mapping):
+                hint = ""
+                if isinstance(sub, (list, tuple)):
+                    hint = f" (to sweep a dotted key, quote it: \"{factor}.{level}\" = [...])"
+                raise UsageError(f"sweep factor {factor!r}: level {level!r} must map to a table "
+                                 f"of sub-factors ({{}} for none), not {type(sub).__name__}{hint}")
+            options.append((level, sweep(sub)))
+        return options
+    if isinstance(value, (list, tuple, range)):
+        return [(level, [{}]) for level in value]
+    return [(value, [{}])]
+
+
+def geom(range_min: float, range_max: float, num_steps: int) -> list[float]:
+    """A geometric progression of ``num_steps`` floats from range_min to range_max inclusive."""
+    steps = _steps(num_steps)
+    if steps == 0:
+        return []
+    if steps == 1:
+        return [float(range_min)]
+    lo, hi = float(range_min), float(range_max)
+    if lo == 0 or hi == 0 or (lo < 0) != (hi < 0):
+        raise ValueError(f"geom({range_min!r}, {range_max!r}, {num_steps!r}): the bounds must be "
+                         "non-zero and of the same sign")
+    ratio = math.pow(hi / lo, 1.0 / (steps - 1))
+    # The ends are exact, not lo * ratio**n, so that they carry no rounding error (as execo).
+    return [lo] + [lo * math.pow(ratio, i) for i in range(1, steps - 1)] + [hi]
+
+
+def igeom(range_min: float, range_max: float, num_steps: int) -> list[int]:
+    """Sorted distinct ints of the rounded geometric progression (may be shorter than num_steps)."""
+    steps = _steps(num_steps)
+    if steps == 0:
+        return []
+    if steps == 1:
+        return [int(range_min)]
+    rounded = {int(round(x)) for x in geom(range_min, range_max, steps)}
+    return sorted(rounded | {int(range_min), int(range_max)})
+
+
+def _steps(num_steps: int) -> int:
+    steps = int(num_steps)
+    if steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps!r}")
+    return steps
+
+
+# --- sweep files ------------------------------------------------------------------------------
+
+def load_sweep_file(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a TOML or JSON sweep file and return its combinations as flat checked dicts.
+
+    The format follows the suffix (``.toml``, ``.json``), else JSON is tried, then TOML. Level
+    keys of a table-valued factor are parsed with parse_value ("1" is 1, "adam" stays a string),
+    since TOML and JSON keys are always strings. Dotted parameter names are quoted keys.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read sweep file {str(path)!r}: {e}") from None
+    data = _parse_sweep_text(path, text)
+    if not isinstance(data, dict):
+        raise UsageError(f"sweep file {str(path)!r}: the top level must be a table of factors, "
+                         f"not {type(data).__name__}")
+    try:
+        return [state.flatten(combo) for combo in sweep(_parse_level_keys(data))]
+    except UsageError as e:  # StateError included: the key is named, add the file
+        raise type(e)(f"sweep file {str(path)!r}: {e}") from None
+
+
+def _parse_sweep_text(path: Path, text: str) -> Any:
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        return _parse_as(path, text, "TOML")
+    if suffix == ".json":
+        return _parse_as(path, text, "JSON")
+    try:
+        return _parse_as(path, text, "JSON")
+    except UsageError as json_error:
+        try:
+            return _parse_as(path, text, "TOML")
+        except UsageError as toml_error:
+            raise UsageError(f"{json_error}; {toml_error}") from None
+
+
+def _parse_as(path: Path, text: str, fmt: str) -> Any:
+    if fmt == "JSON":
+        loads, error = json.loads, json.JSONDecodeError
+    else:
+        toml = _toml_module()
+        loads, error = toml.loads, toml.TOMLDecodeError
+    try:
+        return loads(text)
+    except error as e:
+        message = " ".join(str(e).split())
+        raise UsageError(f"cannot parse sweep file {str(path)!r} as {fmt}: {message}") from None
+
+
+def _toml_module() -> Any:
+    try:
+        import tomllib  # Python >= 3.11
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib  # the same API, for Python 3.10
+        except ModuleNotFoundError:
+            raise UsageError("reading TOML on Python 3.10 needs the 'tomli' package "
+                             "(pip install tomli)") from None
+    return tomllib
+
+
+def _parse_level_keys(params: Mapping[str, Any]) -> dict[Any, Any]:
+    """Parse the level keys of every table-valued factor, recursively."""
+    out: dict[Any, Any] = {}
+    for factor, value in params.items():
+        if isinstance(value, Mapping):
+            levels: dict[Any, Any] = {}
+            for text, sub in value.items():
+                level = _hashable(state.parse_value(text))
+                if level in levels:
+                    # "1" and "1.0" (or "true") would silently merge into one dict key.
+                    first = next(k for k in value if _hashable(state.parse_value(k)) == level)
+                    raise UsageError(f"factor {factor!r}: levels {first!r} and {text!r} "
+                                     "are the same value")
+                levels[level] = _parse_level_keys(sub) if isinstance(sub, Mapping) else sub
+            value = levels
+        out[factor] = value
+    return out
+
+
+def _hashable(value: Any) -> Any:
+    # A level key written "[1, 2]" parses to a list, which cannot be a dict key: use tuples.
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+# --- command-line braces ----------------------------------------------------------------------
+
+def expand_braces(args: Sequence[str]) -> list[list[str]]:
+    """Expand ``key={{a,b,c}}`` arguments into one argument list per combination.
+
+    Items are split at top-level commas (brackets and quotes respected) and stripped. Several
+    braced arguments give their cartesian product, the first varying slowest; other arguments
+    appear unchanged, in place, in every list.
+    """
+    choices = [_brace_choices(arg) for arg in args]
+    return [list(combo) for combo in itertools.product(*choices)]
+
+
+def _brace_choices(arg: str) -> list[str]:
+    key, sep, value = arg.partition("=")
+    value = value.strip()
+    opens, closes = value.startswith("{{"), value.endswith("}}")
+    if not sep or not (opens or closes):
+        return [arg]
+    if not (opens and closes) or len(value) < 4:
+        raise UsageError(f"unbalanced braces in {arg!r}: write key={{{{a,b,c}}}}")
+    items = _split_top_level(value[2:-2], arg)
+    if items == [""]:
+        raise UsageError(f"empty {{{{}}}} in {arg!r}: give at least one value")
+    if "" in items:
+        raise UsageError(f"empty value in {arg!r} (a stray comma?)")
+    return [f"{key.strip()}={item}" for item in items]
+
+
+_CLOSING = {")": "(", "]": "[", "}": "{"}
+
+
+def _split_top_level(text: str, arg: str) -> list[str]:
+    """Split at commas outside brackets and quotes; raise UsageError if unbalanced."""
+    items, stack, quote, escaped, start = [], [], None, False, 0
+    for i, ch in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            stack.append(ch)
+        elif ch in ")]}":
+            if not stack or stack.pop() != _CLOSING[ch]:
+                raise UsageError(f"unbalanced {ch!r} in {arg!r}")
+        elif ch == "," and not stack:
+            items.append(text[start:i].strip())
+            start = i + 1
+    if quote or stack:
+        raise UsageError(f"unbalanced {quote or stack[-1]!r} in {arg!r}")
+    items.append(text[start:].strip())
+    return items

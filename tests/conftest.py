@@ -5,7 +5,8 @@ PostgreSQL comes from one of two places:
 - ``DBDICT_TEST_DSN`` (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``): an existing
   server where the tests may create and drop databases;
 - otherwise a throwaway server that pytest-postgresql starts with ``pg_ctl`` (it must be on
-  PATH, and PostgreSQL refuses to run as root).
+  PATH); as root, where PostgreSQL refuses to run, tests/pgserver.py starts one as the
+  ``postgres`` user instead.
 
 A template database with the schema is built once per session; each test gets its own clone
 (``CREATE DATABASE ... TEMPLATE``), so tests never see each other's rows.
@@ -31,10 +32,9 @@ def _admin_url(request: pytest.FixtureRequest) -> sa.URL:
     if dsn:
         return make_url(dsn).set(drivername="postgresql+psycopg2")
     if os.geteuid() == 0:
-        pytest.fail(
-            "PostgreSQL refuses to run as root: set DBDICT_TEST_DSN to an existing server, "
-            "e.g. DBDICT_TEST_DSN=postgresql://postgres@127.0.0.1:5432/postgres"
-        )
+        # PostgreSQL refuses to run as root; our own helper runs it as the postgres user.
+        return make_url(request.getfixturevalue("private_pg").url()).set(
+            drivername="postgresql+psycopg2")
     proc = request.getfixturevalue("postgresql_proc")
     return sa.URL.create(
         "postgresql+psycopg2",
@@ -121,3 +121,17 @@ def pg_store(pg_url):
     s = Store.open(pg_url, retry_seconds=5)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def private_pg():
+    """A private PostgreSQL server with password authentication (started once)."""
+    from tests import pgserver
+
+    why = pgserver.available()
+    if why:
+        pytest.skip(f"cannot start a private PostgreSQL: {why}")
+    server = pgserver.PrivateServer().init()
+    server.start()
+    yield server
+    server.cleanup()

@@ -14,6 +14,10 @@ from dbdict_worker.errors import DbdictError, UsageError
 
 log = logging.getLogger("dbdict_worker")
 
+#: How long a command waits for an unreachable database before failing (the worker waits
+#: much longer); DBDICT_RETRY_SECONDS overrides it.
+CLI_RETRY_SECONDS = 15.0
+
 
 def db_options(f: Callable) -> Callable:
     """``--db``/``DBDICT_DB``, ``--table``/``DBDICT_TABLE`` and ``--debug``."""
@@ -43,14 +47,20 @@ def setup_logging(debug: bool) -> None:
     )
     if not debug:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        if not sys.stderr.isatty():
+            # A command's failure is its one line on stderr; "retrying..." notices are for a
+            # person watching a terminal (and for the worker's log).
+            logging.getLogger("dbdict_worker.db").setLevel(logging.ERROR)
 
 
 def open_store(db: str | None, table: str | None, *, check_schema: bool = True):
     """Open the store for a command (the library says once, when it creates the default
     SQLite file, that no URL was given)."""
+    from dbdict_worker.db.connect import retry_seconds_from_env
     from dbdict_worker.store import Store
 
-    return Store.open(db, table=table, check_schema=check_schema)
+    return Store.open(db, table=table, check_schema=check_schema,
+                      retry_seconds=retry_seconds_from_env(CLI_RETRY_SECONDS))
 
 
 def handle_errors(f: Callable) -> Callable:

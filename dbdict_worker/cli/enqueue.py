@@ -43,9 +43,9 @@ def build_states(params: tuple[str, ...], sweep_file: str | None) -> list[dict[s
     return states
 
 
-def check_experiment(experiment: str) -> None:
-    """Refuse a malformed path, or one whose module imports but lacks the symbol; only note
-    (on stderr) an experiment whose code is not importable here, as on a login node."""
+def check_experiment(experiment: str) -> str | None:
+    """Refuse a malformed path, or one whose module imports but lacks the symbol; return a
+    note for an experiment whose code is not importable here (as on a login node)."""
     if not _DOTTED.match(experiment):
         raise UsageError(
             f"experiment must be a dotted path such as mypkg.train.run, got {experiment!r}")
@@ -62,8 +62,8 @@ def check_experiment(experiment: str) -> None:
             importable = False
         if importable:
             raise UsageError(str(exc)) from None
-        log.info("note: %s is not importable here (fine if the workers have the code)",
-                 experiment)
+        return f"note: {experiment} is not importable here (fine if the workers have the code)"
+    return None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,8 +100,8 @@ def main(experiment: str, params: tuple[str, ...], priority: float, force: bool,
       dbdict-enqueue mypkg.train.run 'lr={{0.1,0.01}}' 'n={{1,2,3}}' --json
       dbdict-enqueue mypkg.train.run base.conf --sweep grid.toml --repeat 3
     """
-    check_experiment(experiment)
     states = build_states(params, sweep_file)
+    note = check_experiment(experiment)
     if dry_run:
         if as_json:
             click.echo(json.dumps([dict(s) for s in states], allow_nan=True))
@@ -126,6 +126,8 @@ def main(experiment: str, params: tuple[str, ...], priority: float, force: bool,
             result = store.enqueue(experiment, states, priority=priority, force=force,
                                    repeat=repeat, max_attempts=max_attempts,
                                    progress=progress)
+    if note:
+        log.info(note)
     if as_json:
         click.echo(json.dumps({"created": result.created, "skipped": result.skipped}))
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from dbdict_worker.db.schema import SCHEMA_REVISION, VERSION_TABLE
@@ -45,7 +46,10 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Create or migrate the schema to the newest revision; returns (before, after)."""
     with engine.begin() as conn:
         before = current_revision(conn)
-        command.upgrade(alembic_config(conn), "head")
+        try:
+            command.upgrade(alembic_config(conn), "head")
+        except CommandError as exc:  # e.g. a revision this code does not know
+            raise SchemaError(f"cannot upgrade the schema (at {before}): {exc}") from None
         after = current_revision(conn)
     return before, after or SCHEMA_REVISION
 

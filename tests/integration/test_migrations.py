@@ -1,0 +1,80 @@
+"""The schema: migrations build exactly the model, and commands refuse a wrong schema."""
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from dbdict_worker.db import migrate
+from dbdict_worker.db.schema import SCHEMA_REVISION, VERSION_TABLE, metadata
+from dbdict_worker.errors import SchemaError
+from dbdict_worker.store import Store
+
+
+def test_one_head_and_it_is_what_the_code_expects():
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert script.get_heads() == [SCHEMA_REVISION]
+
+
+@pytest.mark.filterwarnings("ignore:.*expression-based index")
+@pytest.mark.parametrize("backend", ["empty_pg_url", "sqlite_url"])
+def test_upgrade_from_empty_equals_the_model(request, backend):
+    url = request.getfixturevalue(backend)
+    store = Store.open(url, check_schema=False)
+    before, after = store.upgrade()
+    assert after == SCHEMA_REVISION
+    with store.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        diff = compare_metadata(ctx, metadata)
+        assert diff == []
+        insp = sa.inspect(conn)
+        ready = {ix["name"]: ix for ix in insp.get_indexes("jobs")}
+        assert {"jobs_ready", "jobs_ready_by_table", "jobs_dedup"} <= set(ready)
+    # Running it again changes nothing.
+    assert store.upgrade() == (SCHEMA_REVISION, SCHEMA_REVISION)
+    store.close()
+
+
+def test_autovacuum_is_tuned_on_hot_tables(pg_store):
+    with pg_store.engine.connect() as conn:
+        opts = dict(conn.execute(sa.text(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN ('jobs', 'state')")).all())
+    assert "autovacuum_vacuum_scale_factor=0.01" in opts["jobs"]
+    assert "autovacuum_vacuum_scale_factor=0.02" in opts["state"]
+
+
+def test_booking_reads_a_ready_index_in_order(pg_store):
+    pg_store.enqueue("pkg.exp", [{"i": i} for i in range(3000)], table="big")
+    pg_store.enqueue("pkg.exp", [{"i": i} for i in range(20)], table="small")
+    with pg_store.engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE jobs"))
+        ids = dict(conn.execute(sa.text("SELECT name, id FROM job_tables")).all())
+        for name in ("big", "small"):
+            plan = "\n".join(r[0] for r in conn.execute(sa.text(
+                "EXPLAIN SELECT id FROM jobs WHERE status = 0 AND table_id IN (:t) "
+                "ORDER BY priority DESC, id LIMIT 4 FOR UPDATE SKIP LOCKED"), {"t": ids[name]}))
+            assert "Index Scan using jobs_ready" in plan and "Sort" not in plan, plan
+        assert "jobs_ready_by_table" in plan  # the small table is not found by scanning all
+
+
+def test_missing_schema_is_refused_naming_the_command(empty_pg_url):
+    with pytest.raises(SchemaError, match="run `dbdict db upgrade`"):
+        Store.open(empty_pg_url)
+
+
+@pytest.mark.parametrize("backend", ["pg_url", "sqlite_url"])
+def test_outdated_and_newer_schemas_are_refused(request, backend):
+    url = request.getfixturevalue(backend)
+    Store.open(url).close()
+    store = Store.open(url, check_schema=False)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '0000'"))
+    with pytest.raises(SchemaError, match=r"revision 0000.*run `dbdict db upgrade`"):
+        Store.open(url)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
+    with pytest.raises(SchemaError, match="newer than this dbdict-worker"):
+        Store.open(url)
+    store.close()

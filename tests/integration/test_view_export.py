@@ -1,0 +1,93 @@
+"""Results as a flat SQL view and as CSV/JSON exports."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+
+import pytest
+import sqlalchemy as sa
+
+from dbdict_worker.constants import Status
+from dbdict_worker.records import RESERVED_KEYS
+
+EVIL = 'a"; DROP TABLE jobs; --'
+
+
+def _fill(store):
+    ids = store.enqueue("pkg.exp", [
+        {"lr": lr, "n": n, "opt": "adam", "model.n_hidden": 100, EVIL: "x", "pct%s": 1}
+        for lr in (0.1, 0.01) for n in (1, 2)
+    ]).created
+    # Give two jobs results (floats, bools, a list), as a worker would.
+    for b in store.book("w", "h", n=2):
+        store.finish(b.token, Status.DONE,
+                     state=dict(b.state, result=b.state["n"] * 1.5, ok=True, curve=[1, 2]))
+    return ids
+
+
+def test_view_is_typed_and_quoted(store):
+    ids = _fill(store)
+    columns = store.create_view("v")
+    assert columns[: len(RESERVED_KEYS)] == list(RESERVED_KEYS)
+    assert {"lr", "n", "model.n_hidden", EVIL, "pct%s", "result", "ok", "curve"} <= set(columns)
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            'SELECT "dbdict.id", lr, n, "model.n_hidden", result, ok, "dbdict.status" '
+            "FROM v WHERE lr = 0.1 ORDER BY \"dbdict.id\"")).all()
+        assert [r[0] for r in rows] == ids[:2]
+        first = rows[0]
+        assert isinstance(first[1], float) and isinstance(first[2], int)
+        assert first[3] == 100 and first[4] == 1.5 and first[5] in (True, 1)
+        assert first[6] == "DONE"
+        assert conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar() == 4
+    # Re-creating after new keys appear picks them up.
+    store.enqueue("pkg.exp", [{"lr": 0.5, "brand_new": "yes"}])
+    assert "brand_new" in store.create_view("v")
+
+
+def test_view_in_psql_with_numeric_comparison(pg_store, pg_url):
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.skip("psql is not installed")
+    _fill(pg_store)
+    pg_store.create_view("v")
+    out = subprocess.run(
+        [psql, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", pg_url.replace("+psycopg2", ""),
+         "-c", 'SELECT n, pg_typeof(lr), pg_typeof(n) FROM v WHERE lr = 0.1 ORDER BY n'],
+        capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert out == ["1|double", "precision|bigint", "2|double", "precision|bigint"]
+
+
+def test_view_refuses_our_own_table_names(store):
+    from dbdict_worker.errors import UsageError
+
+    with pytest.raises(UsageError):
+        store.create_view("jobs")
+
+
+def test_csv_export_one_row_per_job_one_column_per_key(store):
+    _fill(store)
+    buf = io.StringIO()
+    n = store.export(buf, fmt="csv", where=[("lr", 0.1)])
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert n == 2 and len(rows) == 2
+    assert {r["lr"] for r in rows} == {"0.1"} and {r["n"] for r in rows} == {"1", "2"}
+    assert rows[0][EVIL] == "x" and rows[0]["dbdict.status"] == "DONE"
+    assert rows[0]["curve"] == "[1, 2]" and rows[0]["ok"] == "True"
+    header = buf.getvalue().splitlines()[0]
+    assert header.startswith(",".join(RESERVED_KEYS))
+
+
+def test_json_export(store):
+    ids = _fill(store)
+    buf = io.StringIO()
+    assert store.export(buf, fmt="json") == 4
+    data = json.loads(buf.getvalue())
+    assert [d["dbdict.id"] for d in data] == ids
+    assert data[0]["result"] == 1.5 and data[0]["curve"] == [1, 2]
+    empty = io.StringIO()
+    assert store.export(empty, fmt="json", where=[("lr", 7)]) == 0
+    assert json.loads(empty.getvalue()) == []

@@ -10,6 +10,7 @@ grammar itself.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib
 import json
@@ -88,7 +89,9 @@ def check_key(key: str) -> str:
     return key
 
 
+@functools.lru_cache(maxsize=65536)
 def _key_problem(key: str) -> str | None:
+    # Cached: a sweep repeats the same few keys in every one of its (many) jobs.
     if not key:
         return "keys cannot be empty"
     for ch in key:
@@ -152,6 +155,8 @@ def _check_str(key: str, text: str) -> str:
     # them here rather than fail later in the middle of a save.
     if "\x00" in text:
         raise StateError(f"value of {key!r} contains a NUL character, which cannot be stored")
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -182,21 +187,32 @@ def flatten(obj: Mapping) -> dict[str, Any]:
 
 def _flatten_into(flat: dict[str, Any], prefix: str, obj: Mapping) -> None:
     for key, value in obj.items():
-        if not isinstance(key, str):
+        if type(key) is not str:
             where = f" under {prefix!r}" if prefix else ""
             raise StateError(f"invalid key {key!r}{where}: keys must be strings, not {type(key).__name__}")
         full = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, Mapping):
+        kind = type(value)
+        # Fast path for the plain values of a big sweep (this runs once per key per job).
+        if kind is float or kind is bool or value is None or (
+                kind is int and _INT64_MIN <= value <= _INT64_MAX) or (
+                kind is str and value.isascii() and "\x00" not in value):
+            normalized = value
+        elif isinstance(value, Mapping):
             _flatten_into(flat, full, value)
             continue
-        check_key(full)
+        else:
+            normalized = check_value(full, value)
+        if _key_problem(full) is not None:
+            check_key(full)  # raises with the reason
         if full in flat:
             raise StateError(f"key {full!r} is given twice (once nested, once dotted)")
-        flat[full] = check_value(full, value)
+        flat[full] = normalized
 
 
 def _check_prefixes(flat: Mapping[str, Any]) -> None:
     for key in flat:
+        if "." not in key:
+            continue
         parts = key.split(".")
         for i in range(1, len(parts)):
             prefix = ".".join(parts[:i])
@@ -223,7 +239,7 @@ def expand(flat: Mapping[str, Any]) -> DD:
 def check_user_keys(flat: Mapping) -> None:
     """Raise StateError if a key is reserved (``dbdict`` or ``dbdict.*``)."""
     for key in flat:
-        if _is_reserved(key):
+        if key.startswith(RESERVED_PREFIX) and _is_reserved(key):
             raise StateError(
                 f"{key!r} is reserved: keys under {RESERVED_PREFIX}.* are set by dbdict-worker")
 
@@ -493,10 +509,14 @@ def canonical_json(value: Any) -> str:
                       allow_nan=True)
 
 
-def param_hash(flat: Mapping) -> str:
+def param_hash(flat: Mapping, *, checked: bool = False) -> str:
     """sha256 hex digest of the state's canonical JSON, reserved ``dbdict.*`` keys excluded.
 
     Equal parameters give equal hashes in any process; 1, 1.0, True and '1' all differ.
+    ``checked=True`` says ``flat`` already came out of :func:`flatten` (skips checking again).
     """
-    user = {k: v for k, v in flatten(flat).items() if not _is_reserved(k)}
+    checked_flat = flat if checked else flatten(flat)
+    user = checked_flat
+    if any(k.startswith(RESERVED_PREFIX) for k in checked_flat):
+        user = {k: v for k, v in checked_flat.items() if not _is_reserved(k)}
     return hashlib.sha256(canonical_json(user).encode("utf-8")).hexdigest()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
@@ -181,8 +182,9 @@ class Store:
         """Add one job per state (times ``repeat``) in one transaction.
 
         States are flat (dotted keys) or nested mappings; each is checked (types, reserved
-        ``dbdict.*`` keys) before anything is written. A job equal to an existing one (same
-        table, experiment, parameters and repeat index) is skipped unless ``force``.
+        ``dbdict.*`` keys), and one bad state anywhere rolls the whole enqueue back. A job
+        equal to an existing one (same table, experiment, parameters and repeat index) is
+        skipped unless ``force``.
         ``progress(n)`` is called after each batch with the number of jobs handled so far.
         """
         if not experiment or not isinstance(experiment, str):
@@ -192,27 +194,49 @@ class Store:
         if max_attempts < 1:
             raise UsageError("max_attempts must be at least 1")
         table = table or self.table or DEFAULT_TABLE
-        items: list[tuple[str, int, dict[str, Any]]] = []
-        for st in states:
-            flat = statemod.flatten(st)
-            statemod.check_user_keys(flat)
-            h = statemod.param_hash(flat)
-            items.extend((h, r, flat) for r in range(repeat))
+        states = list(states)
+        dialect = self.engine.dialect.name
+
+        def prepare(batch: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, Any]]:
+            items = []
+            for st in batch:
+                flat = statemod.flatten(st)
+                statemod.check_user_keys(flat)
+                h = statemod.param_hash(flat, checked=True)
+                payload = queries.prepare_state(dialect, flat)
+                items.extend((h, r, payload) for r in range(repeat))
+            return items
+
+        def store(conn: Connection, table_id: int, items: list) -> tuple[list[int], int]:
+            return queries.insert_jobs(conn, table_id=table_id, experiment=experiment,
+                                       items=items, priority=float(priority),
+                                       max_attempts=max_attempts, force=force)
 
         def run(conn: Connection) -> EnqueueResult:
             table_id = queries.ensure_table(conn, table)
             created: list[int] = []
             skipped = 0
-            for start in range(0, len(items), ENQUEUE_CHUNK):
-                new, dup = queries.insert_jobs(
-                    conn, table_id=table_id, experiment=experiment,
-                    items=items[start:start + ENQUEUE_CHUNK], priority=float(priority),
-                    max_attempts=max_attempts, force=force,
-                )
-                created += new
-                skipped += dup
-                if progress:
-                    progress(min(start + ENQUEUE_CHUNK, len(items)))
+            # The next batch is checked and encoded here while a helper thread stores the
+            # previous one (the database waits are in libpq, outside the GIL). Leaving the
+            # executor waits for that thread, so the transaction never ends under it; a bad
+            # value in any batch rolls the whole enqueue back.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = None
+                for start in range(0, len(states), ENQUEUE_CHUNK):
+                    items = prepare(states[start:start + ENQUEUE_CHUNK])
+                    if pending is not None:
+                        new, dup = pending.result()
+                        created += new
+                        skipped += dup
+                        if progress:
+                            progress(start * repeat)
+                    pending = pool.submit(store, conn, table_id, items)
+                if pending is not None:
+                    new, dup = pending.result()
+                    created += new
+                    skipped += dup
+            if progress:
+                progress(len(states) * repeat)
             return EnqueueResult(created, skipped)
 
         return self.transaction(run)

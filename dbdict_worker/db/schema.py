@@ -143,17 +143,19 @@ TXT_PREFIX = 200
 state = sa.Table(
     "state",
     metadata,
-    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    # No foreign key to jobs: checking one per row halves the speed of a bulk enqueue (measured
+    # with COPY of 1M rows); queries.delete() removes a job's state and events itself.
+    sa.Column("job_id", BigId, primary_key=True),
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("vtype", sa.SmallInteger, nullable=False),
-    # num: the value of a bool/int/float as a number (filters, sorting, the view).
-    # txt: the exact text of an int (exact beyond 2**53), float (repr: nan/inf), str, or the
-    # canonical JSON of a list. Together they give the value back with its type.
+    # num: the value of a bool/int/float as a number (sorting, the view).
+    # txt: the exact text of every value but None: int digits, float repr (nan, inf), 'True' or
+    # 'False', the string, or the Python literal of a list. Filters compare txt, so one index
+    # serves them all; with vtype it gives the value back with its type.
     sa.Column("num", Double),
     sa.Column("txt", sa.Text),
 )
-sa.Index("state_num", state.c.key, state.c.num)
-sa.Index("state_txt", state.c.key, sa.func.substr(state.c.txt, 1, TXT_PREFIX))
+sa.Index("state_value", state.c.key, sa.func.substr(state.c.txt, 1, TXT_PREFIX))
 
 workers = sa.Table(
     "workers",
@@ -174,7 +176,7 @@ events = sa.Table(
     "events",
     metadata,
     sa.Column("id", BigId, primary_key=True),
-    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("job_id", BigId, nullable=False),  # no foreign key: see state.job_id
     sa.Column("at", Time, nullable=False, server_default=db_now()),
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("worker_id", sa.Text),

@@ -26,10 +26,17 @@ Encoded = tuple[int, "float | None", "str | None"]
 def encode(value: Any, *, nan_as_null: bool = False) -> Encoded:
     """``(vtype, num, txt)`` for a checked state value. ``nan_as_null`` for SQLite, whose REAL
     columns cannot hold NaN (the exact value still lives in ``txt``)."""
+    kind = type(value)  # checked values have exactly these types: test the common ones first
+    if kind is float:
+        return VTYPE_FLOAT, (None if nan_as_null and value != value else value), repr(value)
+    if kind is int:
+        return VTYPE_INT, float(value), str(value)
+    if kind is str:
+        return VTYPE_STR, None, value
     if value is None:
         return VTYPE_NONE, None, None
     if isinstance(value, bool):
-        return VTYPE_BOOL, float(value), None
+        return VTYPE_BOOL, float(value), "True" if value else "False"
     if isinstance(value, int):
         return VTYPE_INT, float(value), str(value)
     if isinstance(value, float):
@@ -49,7 +56,7 @@ def decode(vtype: int, num: float | None, txt: str | None) -> Any:
     if vtype == VTYPE_NONE:
         return None
     if vtype == VTYPE_BOOL:
-        return bool(num)
+        return txt == "True"
     if vtype == VTYPE_INT:
         return int(txt)  # type: ignore[arg-type]
     if vtype == VTYPE_FLOAT:
@@ -59,12 +66,3 @@ def decode(vtype: int, num: float | None, txt: str | None) -> Any:
     if vtype in (VTYPE_LIST, VTYPE_TUPLE):
         return parse_value(txt)  # type: ignore[arg-type]
     raise ValueError(f"unknown value type {vtype}")
-
-
-def text_of(vtype: int, num: float | None, txt: str | None) -> str:
-    """A value as plain text for CSV and for mixed-type view columns."""
-    if vtype == VTYPE_NONE:
-        return ""
-    if vtype == VTYPE_BOOL:
-        return "True" if num else "False"
-    return txt or ""

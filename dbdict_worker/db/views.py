@@ -74,12 +74,8 @@ def _key_column(key: str, vtypes: set[int]) -> sa.ColumnElement:
         return sa.func.max(sa.case((mine, state.c.num)))
     if kinds <= {VTYPE_STR}:
         return sa.func.max(sa.case((mine, state.c.txt)))
-    # Mixed types: text, with bools spelled like Python.
-    as_text = sa.case(
-        (state.c.vtype == VTYPE_BOOL, sa.case((state.c.num != 0, "True"), else_="False")),
-        else_=state.c.txt,
-    )
-    return sa.func.max(sa.case((mine, as_text)))
+    # Mixed types: text (bools are 'True'/'False', lists Python literals).
+    return sa.func.max(sa.case((mine, state.c.txt)))
 
 
 def view_select(conn: Connection, sel: Selection) -> tuple[sa.Select, list[str]]:

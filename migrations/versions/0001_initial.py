@@ -69,15 +69,13 @@ def upgrade() -> None:
 
     op.create_table(
         "state",
-        sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column("job_id", BigId, primary_key=True),
         sa.Column("key", sa.Text, primary_key=True),
         sa.Column("vtype", sa.SmallInteger, nullable=False),
         sa.Column("num", Double),
         sa.Column("txt", sa.Text),
     )
-    op.create_index("state_num", "state", ["key", "num"])
-    op.create_index("state_txt", "state", ["key", sa.text("substr(txt, 1, 200)")])
+    op.create_index("state_value", "state", ["key", sa.text("substr(txt, 1, 200)")])
 
     op.create_table(
         "workers",
@@ -94,8 +92,7 @@ def upgrade() -> None:
     op.create_table(
         "events",
         sa.Column("id", BigId, primary_key=True),
-        sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column("job_id", BigId, nullable=False),
         *_times("at", nullable=False),
         sa.Column("kind", sa.Text, nullable=False),
         sa.Column("worker_id", sa.Text),

@@ -6,9 +6,10 @@ and ``show --json``, as columns of ``dbdict view`` and in ``dbdict export``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from dbdict_worker.db.queries import Job
+if TYPE_CHECKING:  # the experiment side uses these helpers without loading SQLAlchemy
+    from dbdict_worker.db.queries import Job
 
 #: The reserved keys, in the order exports and views show them.
 RESERVED_KEYS = (

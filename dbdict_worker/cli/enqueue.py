@@ -5,12 +5,14 @@ import itertools
 import json
 import os
 import re
+import shutil
 import sys
 from typing import Any
 
 import click
 
 from dbdict_worker import state as statemod
+from dbdict_worker.cmdexp import CommandTemplate
 from dbdict_worker.sweeps import expand_braces, load_sweep_file
 from dbdict_worker.cli.common import db_options, handle_errors, log, open_store
 from dbdict_worker.constants import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_TABLE
@@ -67,8 +69,15 @@ def check_experiment(experiment: str) -> str | None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("experiment")
+@click.argument("experiment", required=False)
 @click.argument("params", nargs=-1)
+@click.option("--cmd", "command", metavar="TEMPLATE",
+              help="Enqueue a command experiment instead (no EXPERIMENT then): an argv "
+                   "template such as 'python train.py --lr {lr} --out {workdir}'; {key} is "
+                   "filled from each job's parameters, plus {workdir}, {tempdir}, "
+                   "{state_file}. Exit 0 = COMPLETE, 75 = INCOMPLETE.")
+@click.option("--shell", is_flag=True,
+              help="With --cmd: run the template with /bin/sh -c (values are shell-quoted).")
 @click.option("--priority", "-p", type=float, default=DEFAULT_PRIORITY, show_default=True,
               help="Higher runs first; ties by id.")
 @click.option("--force", is_flag=True,
@@ -85,23 +94,41 @@ def check_experiment(experiment: str) -> str | None:
               help='Print {"created": [ids], "skipped": N}.')
 @db_options
 @handle_errors
-def main(experiment: str, params: tuple[str, ...], priority: float, force: bool,
+def main(experiment: str | None, params: tuple[str, ...], command: str | None, shell: bool,
+         priority: float, force: bool,
          sweep_file: str | None, repeat: int, max_attempts: int, dry_run: bool, as_json: bool,
          db: str | None, table: str | None, debug: bool) -> None:
     """Add one job per parameter combination to the queue.
 
-    EXPERIMENT is a dotted path to a function experiment(state, channel). PARAMS are
-    key=value (a Python literal, else a string), key::pkg.Builder, or FILE.conf.
-    key={{a,b,c}} sweeps over values (several: the cartesian product).
+    EXPERIMENT is a dotted path to a function experiment(state, channel) (omit it with
+    --cmd). PARAMS are key=value (a Python literal, else a string), key::pkg.Builder, or
+    FILE.conf. key={{a,b,c}} sweeps over values (several: the cartesian product).
 
     \b
     Examples:
       dbdict-enqueue mypkg.train.run lr=0.1 model.n_hidden=100
       dbdict-enqueue mypkg.train.run 'lr={{0.1,0.01}}' 'n={{1,2,3}}' --json
       dbdict-enqueue mypkg.train.run base.conf --sweep grid.toml --repeat 3
+      dbdict-enqueue --cmd 'python train.py --lr {lr} --out {workdir}' 'lr={{0.1,0.01}}'
     """
-    states = build_states(params, sweep_file)
-    note = check_experiment(experiment)
+    if command is not None:
+        # With --cmd every positional argument is a parameter.
+        params = ((experiment,) if experiment is not None else ()) + params
+        template = CommandTemplate.from_text(command, shell=shell)
+        states = build_states(params, sweep_file)
+        template.check(states)
+        experiment = template.encode()
+        note = None
+        if not template.shell and shutil.which(template.argv[0]) is None:
+            note = f"note: {template.argv[0]} is not on PATH here (fine if the workers have it)"
+    else:
+        if shell:
+            raise UsageError("--shell goes with --cmd")
+        if experiment is None:
+            raise UsageError("missing EXPERIMENT (a dotted path such as mypkg.train.run) "
+                             "or --cmd TEMPLATE")
+        states = build_states(params, sweep_file)
+        note = check_experiment(experiment)
     if dry_run:
         if as_json:
             click.echo(json.dumps([dict(s) for s in states], allow_nan=True))

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from dbdict_worker.cli.common import db_options, handle_errors, open_store, selection_args
+from dbdict_worker.cli.run import help_command, run_command
 from dbdict_worker.constants import Status
 from dbdict_worker.records import job_record, reserved
 from dbdict_worker.state import format_value
@@ -284,6 +285,9 @@ def export(where, status, fmt, output, db, table, debug) -> None:
     if output:
         click.echo(f"wrote {n} jobs to {output}", err=True)
 
+
+main.add_command(run_command, "run")
+main.add_command(help_command, "help")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,108 @@
+"""Per-job overhead of the subprocess runner, and the cost of channel calls.
+
+    python -m dbdict_worker.bench_runner [--runs N]
+
+Prints medians over N runs, measured in the same process one after the other:
+
+- ``python -c pass``: a bare interpreter spawn (the floor any subprocess runner pays);
+- ``import runner``: ``python -c 'import dbdict_worker.runner'`` (our import cost);
+- ``JobProcess``: start + wait for the no-op experiment (workdir files, pipe, threads,
+  child start, import, orig.conf/current.conf writes, outcome);
+- ``JobRun``: the same through JobRun (what ``dbdict run`` and a worker slot use);
+- channel calls: ns per ``switch()``, per coalesced ``save()`` and per ``save_and_switch()``.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+from pathlib import Path
+from typing import Callable
+
+from dbdict_worker.channel import Channel
+from dbdict_worker.jobrun import JobRun
+from dbdict_worker.process import JobProcess, JobSpec
+from dbdict_worker.state import DD, flatten
+
+NOOP = "dbdict_worker.examples.noop"
+
+
+def _median_ms(fn: Callable[[int], None], runs: int) -> float:
+    times = []
+    for i in range(runs):
+        started = time.perf_counter()
+        fn(i)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def spawn_ms(runs: int, *code: str) -> float:
+    """Median ms of ``python -c CODE``."""
+    return _median_ms(lambda i: subprocess.run([sys.executable, "-c", *code], check=True),
+                      runs)
+
+
+def jobprocess_ms(runs: int, base: Path) -> float:
+    """Median ms from JobProcess.start to its outcome, for the no-op experiment."""
+    def once(i: int) -> None:
+        outcome = JobProcess.start(JobSpec(NOOP, {"i": i}, workdir=base / f"p{i}")).wait(60)
+        assert outcome is not None and outcome.complete, outcome
+    return _median_ms(once, runs)
+
+
+def jobrun_ms(runs: int, base: Path) -> float:
+    """Median ms of JobRun.run() (no exproot) for the no-op experiment."""
+    def once(i: int) -> None:
+        result = JobRun(JobSpec(NOOP, {"i": i}, workdir=base / f"r{i}")).run()
+        assert result.outcome.complete, result.outcome
+    return _median_ms(once, runs)
+
+
+def channel_ns(number: int = 1_000_000) -> dict[str, float]:
+    """ns per call of switch(), a coalesced save() and save_and_switch()."""
+    state = DD(step=0, lr=0.1, model=DD(n_hidden=100))
+    flushes = []
+    channel = Channel(state, sink=lambda st: flushes.append(flatten(st)), save_interval=3600)
+    channel.save()  # the first save flushes; the timed ones are coalesced
+    out = {}
+    for name, fn in (("switch()", channel.switch), ("save()", channel.save),
+                     ("save_and_switch()", channel.save_and_switch)):
+        best = min(timeit.repeat(fn, number=number, repeat=3))
+        out[name] = best / number * 1e9
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30, help="runs per measurement")
+    args = parser.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="dbdict-bench-"))
+    try:
+        spawn_ms(3, "pass")  # warm the page cache
+        rows = [
+            ("python -c pass", spawn_ms(args.runs, "pass")),
+            ("python -c 'import dbdict_worker.runner'",
+             spawn_ms(args.runs, "import dbdict_worker.runner")),
+            ("JobProcess no-op job (start -> outcome)", jobprocess_ms(args.runs, base)),
+            ("JobRun no-op job (dbdict run's path)", jobrun_ms(args.runs, base)),
+        ]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    floor = rows[0][1]
+    print(f"per-job runner overhead, median of {args.runs} runs (python {sys.version.split()[0]})")
+    for name, ms in rows:
+        extra = "" if name == rows[0][0] else f"   (+{ms - floor:6.1f} ms over the bare spawn)"
+        print(f"  {name:<44} {ms:8.1f} ms{extra}")
+    print("channel calls (ns per call, best of 3 x 1e6)")
+    for name, ns in channel_ns().items():
+        print(f"  {name:<44} {ns:8.1f} ns")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The experiment's side of a job: ``channel.switch()``, ``channel.save()`` (SPEC section 7).
+
+An experiment calls these every iteration of its loop, so they must cost next to nothing:
+``switch()`` reads a flag, ``save()`` marks the state dirty. The state itself is flattened,
+checked, written to ``current.conf`` and sent to the parent (a *flush*) at most once every
+``save_interval`` seconds; a save made sooner is flushed by the first channel call after the
+interval, when a stop is first reported, and at the end. A save after a quiet period (the usual
+"save every epoch") is flushed at once.
+
+Signal handlers (SIGTERM, SIGINT, SIGUSR2) only set a flag: ``switch()`` then returns
+``'stop'``, and keeps returning it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Callable, Mapping
+
+from dbdict_worker.constants import COMPLETE, INCOMPLETE
+
+#: What switch() returns once a stop was asked.
+STOP = "stop"
+#: Signals that ask the experiment to stop (SIGUSR2: SLURM's usual preemption warning).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+DEFAULT_SAVE_INTERVAL = 1.0
+SAVE_INTERVAL_ENV = "DBDICT_SAVE_INTERVAL"
+
+#: Called with the experiment's state on each flush; persists it (current.conf, the parent).
+Sink = Callable[[Mapping[str, Any]], None]
+
+
+def save_interval_from_env(default: float = DEFAULT_SAVE_INTERVAL) -> float:
+    """``DBDICT_SAVE_INTERVAL`` seconds (>= 0), or ``default`` when unset or malformed."""
+    text = os.environ.get(SAVE_INTERVAL_ENV, "").strip()
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        return default
+    return value if value >= 0 else default
+
+
+class Channel:
+    """What an experiment talks to: ``switch()``/``channel()``, ``save()``, ``save_and_switch()``.
+
+    ``sink`` persists a flushed state (the runner's writes current.conf and tells the parent);
+    without one (an experiment called in-process, in a notebook or a unit test) saves are
+    no-ops. ``clock`` is injectable for tests.
+    """
+
+    COMPLETE = COMPLETE
+    INCOMPLETE = INCOMPLETE
+
+    def __init__(self, state: Any, *, sink: Sink | None = None,
+                 save_interval: float = DEFAULT_SAVE_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.state = state
+        self.save_interval = float(save_interval)
+        #: Persists a flushed state; may be set after construction.
+        self.sink = sink
+        self._clock = clock
+        self._stop = False
+        self._stop_reported = False
+        self._dirty = False
+        # -inf: the first save is flushed at once, whatever the clock's origin.
+        self._last_flush = float("-inf")
+        self._previous_handlers: dict[int, Any] = {}
+
+    # --- what experiments call ---------------------------------------------------------------
+
+    def switch(self, message: Any = None) -> str | None:
+        """Return None, or ``'stop'`` once a stop was asked (then save and return INCOMPLETE).
+
+        Also flushes a coalesced save whose interval has elapsed. ``message`` is accepted for
+        compatibility with the original protocol and ignored.
+        """
+        if self._dirty and self._clock() - self._last_flush >= self.save_interval:
+            self.flush()
+        return self._report_stop() if self._stop else None
+
+    __call__ = switch
+
+    def save(self) -> None:
+        """Persist the state: now if the last flush is ``save_interval`` old, else soon."""
+        self._dirty = True
+        if self._clock() - self._last_flush >= self.save_interval:
+            self.flush()
+
+    def save_and_switch(self) -> str | None:
+        """``save()`` then ``switch()``; returns what switch returns."""
+        # Inlined (one clock read instead of two): this is the call of the tightest loops.
+        self._dirty = True
+        if self._clock() - self._last_flush >= self.save_interval:
+            self.flush()
+        return self._report_stop() if self._stop else None
+
+    def _report_stop(self) -> str:
+        if not self._stop_reported:
+            # The experiment may be killed soon after this: whatever it saved is written now.
+            self._stop_reported = True
+            if self._dirty:
+                self.flush()
+        return STOP
+
+    # --- what the runner calls ---------------------------------------------------------------
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once a stop signal arrived (or :meth:`request_stop` was called)."""
+        return self._stop
+
+    def request_stop(self) -> None:
+        """Make switch() return 'stop' from now on (safe in a signal handler: sets a flag)."""
+        self._stop = True
+
+    def flush(self) -> None:
+        """Persist the state now through the sink (raises StateError on an unstorable value)."""
+        self._dirty = False
+        self._last_flush = self._clock()
+        if self.sink is not None:
+            self.sink(self.state)
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM, SIGINT and SIGUSR2 make switch() return 'stop' (main thread only)."""
+        for sig in STOP_SIGNALS:
+            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def restore_signal_handlers(self) -> None:
+        """Put back the handlers that install_signal_handlers replaced."""
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers.clear()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only a flag: the experiment acts on it at its next switch() (see huey, STYLE.md).
+        self._stop = True
+
+    def __enter__(self) -> "Channel":
+        self.install_signal_handlers()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore_signal_handlers()

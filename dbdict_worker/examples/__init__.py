@@ -1,0 +1,27 @@
+"""Example experiments, runnable as they are (``dbdict help example`` shows how).
+
+- :mod:`~dbdict_worker.examples.add`: ``result = first + second``.
+- :mod:`~dbdict_worker.examples.loop`: the resumable loop of SPEC section 7.
+- :mod:`~dbdict_worker.examples.fail`: raises.
+- :mod:`~dbdict_worker.examples.stubborn`: ignores 'stop' (killed after the grace period).
+- :mod:`~dbdict_worker.examples.regexp`: ``make(state.regexp)`` with ``regexp::re.compile``.
+- :mod:`~dbdict_worker.examples.noop`, :mod:`~dbdict_worker.examples.crash`,
+  :mod:`~dbdict_worker.examples.linger`, :mod:`~dbdict_worker.examples.shell_out`,
+  :mod:`~dbdict_worker.examples.cmd_step` (a command experiment): for tests and benchmarks.
+
+The package binds each module's name to its ``experiment`` function, so the short dotted
+path ``dbdict_worker.examples.add`` names the callable.
+"""
+from __future__ import annotations
+
+from dbdict_worker.examples.add import experiment as add
+from dbdict_worker.examples.crash import experiment as crash
+from dbdict_worker.examples.fail import experiment as fail
+from dbdict_worker.examples.linger import experiment as linger
+from dbdict_worker.examples.loop import experiment as loop
+from dbdict_worker.examples.noop import experiment as noop
+from dbdict_worker.examples.regexp import experiment as regexp
+from dbdict_worker.examples.shell_out import experiment as shell_out
+from dbdict_worker.examples.stubborn import experiment as stubborn
+
+__all__ = ["add", "crash", "fail", "linger", "loop", "noop", "regexp", "shell_out", "stubborn"]

@@ -1,0 +1,155 @@
+"""One job from start to end on this machine: pull, run the child, follow its saves, push.
+
+:class:`JobRun` is what ``dbdict run`` uses, and what a worker slot can use::
+
+    run = JobRun(spec, syncer=Syncer(exproot.job(db, table, job.id), workdir),
+                 on_save=lambda state: saves.put(state), grace=60)
+    outcome = run.run()            # blocking: in the slot's thread
+    ...
+    run.request_stop()             # from any thread, or a signal handler: SIGTERM now,
+                                   # SIGKILL after ``grace``; a second call kills at once
+
+Status mapping: a failed pull (or workdir/spawn failure) is ERR_START; a failed final push
+turns DONE or START into ERR_SYNC (and is appended to an ERR_RUN's error); in both cases the
+local workdir is kept, its path is in the error, and ``RunResult.pushed`` is False (a worker
+removes the local workdir only when it is True). ``on_save`` runs in the thread that called
+``run()``: keep it short (queue the database write) and do not let it raise (if it does, the
+job is killed and the exception propagates).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+from dbdict_worker import state as statemod
+from dbdict_worker.constants import Status
+from dbdict_worker.process import JobProcess, JobSpec, Outcome, StartError
+from dbdict_worker.sync import PeriodicPusher, Syncer, SyncError
+from dbdict_worker.workdir import user_keys
+
+log = logging.getLogger("dbdict_worker")
+
+#: How often the loop looks at stop requests when nothing else wakes it (seconds).
+POLL = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """An :class:`Outcome` plus what the sync did (``pushed`` is None without an exproot)."""
+
+    outcome: Outcome
+    pushed: bool | None = None
+
+
+class JobRun:
+    """Runs one job to its end; thread-safe ``request_stop``; see the module docstring."""
+
+    def __init__(self, spec: JobSpec, *, syncer: Syncer | None = None,
+                 on_save: Callable[[dict[str, Any]], None] | None = None,
+                 on_start: Callable[[JobProcess], None] | None = None,
+                 grace: float = 60.0, push_interval: float | None = None) -> None:
+        self.spec = spec
+        self.syncer = syncer
+        self.on_save = on_save
+        self.on_start = on_start
+        self.grace = grace
+        self.push_interval = push_interval
+        self.process: JobProcess | None = None
+        # Plain counters, so request_stop() is safe in a signal handler: the loop acts on them.
+        self._stop_requests = 0
+        self._stops_handled = 0
+        self._kill_at: float | None = None
+
+    def request_stop(self) -> None:
+        """Ask the job to stop: SIGTERM now, SIGKILL ``grace`` seconds later; a second call
+        kills at once. Safe from any thread and from a signal handler (it sets a counter)."""
+        self._stop_requests += 1
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requests > 0
+
+    def run(self) -> RunResult:
+        """Pull, run, follow, push; never raises for the job's own failures."""
+        start_state = user_keys(statemod.flatten(self.spec.state))
+        workdir = str(self.spec.workdir)
+        if self.syncer is not None:
+            try:
+                self.syncer.pull()
+            except SyncError as e:
+                return RunResult(Outcome(Status.ERR_START, start_state,
+                                         error=f"{e}; local copy kept at {self.syncer.local}",
+                                         workdir=workdir), pushed=False)
+        if self._stop_requests:  # stopped before it started: nothing to run, nothing to push
+            return RunResult(Outcome(Status.START, start_state, error="stopped before start",
+                                     stopped=True, workdir=workdir))
+        try:
+            proc = JobProcess.start(self.spec)
+        except StartError as e:
+            return self._push(Outcome(Status.ERR_START, start_state, error=str(e),
+                                      workdir=workdir))
+        self.process = proc
+        if self.on_start is not None:
+            self.on_start(proc)
+        pusher = PeriodicPusher(self.syncer, self.push_interval) if self.syncer else None
+        try:
+            outcome = self._follow(proc, pusher)
+        except BaseException:
+            # A failing on_save (or an interrupt) must not leave the job running unwatched.
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if pusher is not None:
+                pusher.close()
+        return self._push(outcome)
+
+    def _follow(self, proc: JobProcess, pusher: PeriodicPusher | None) -> Outcome:
+        while True:
+            self._act_on_stops(proc)
+            outcome = proc.outcome
+            if outcome is not None:
+                return outcome
+            timeout = POLL
+            if self._kill_at is not None:
+                timeout = max(0.0, min(timeout, self._kill_at - time.monotonic()))
+            proc.wait_activity(timeout)
+            for state in proc.take_saves():
+                if self.on_save is not None:
+                    self.on_save(state)
+                if pusher is not None:
+                    pusher.saved()
+
+    def _act_on_stops(self, proc: JobProcess) -> None:
+        now = time.monotonic()
+        while self._stops_handled < self._stop_requests:
+            self._stops_handled += 1
+            if self._stops_handled == 1:
+                log.info("stopping job process %d (SIGTERM; SIGKILL in %.3g s)", proc.pid,
+                         self.grace)
+                proc.terminate()
+                self._kill_at = now + self.grace
+            else:
+                self._kill_at = now
+        if self._kill_at is not None and now >= self._kill_at:
+            self._kill_at = None
+            if proc.kill():
+                log.info("job process %d did not stop within the grace period: killed",
+                         proc.pid)
+
+    def _push(self, outcome: Outcome) -> RunResult:
+        if self.syncer is None:
+            return RunResult(outcome)
+        try:
+            self.syncer.push()
+        except SyncError as e:
+            note = f"{e}; local copy kept at {self.syncer.local}"
+            if outcome.status in (Status.DONE, Status.START):
+                outcome = dataclasses.replace(outcome, status=Status.ERR_SYNC, error=note)
+            else:
+                outcome = dataclasses.replace(
+                    outcome, error=f"{outcome.error}; {note}" if outcome.error else note)
+            return RunResult(outcome, pushed=False)
+        return RunResult(outcome, pushed=True)

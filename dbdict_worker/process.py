@@ -1,0 +1,454 @@
+"""The parent's side of one job's child process: :class:`JobProcess` (reused by the worker).
+
+>>> proc = JobProcess.start(JobSpec("pkg.exp", {"lr": 0.1}, workdir="/scratch/job-17",
+...                                 reserved={"dbdict.id": 17}))
+>>> while (outcome := proc.wait(timeout=10)) is None:
+...     for state in proc.take_saves():
+...         store.save_state(token, state)     # the parent owns every database write
+>>> outcome.status, outcome.state, outcome.error
+
+The child (:mod:`dbdict_worker.runner`) runs in its own session (so :meth:`JobProcess.signal`
+reaches its whole process group) with a cleaned environment: the database URL and PostgreSQL
+passwords are removed, so an experiment never sees them. Two threads per job do the watching:
+one reads the pipe continuously (so a large state never blocks the child), one waits for the
+exit. Once the child has exited, whatever it left in its process group is killed, and the
+outcome is fixed: the reported one, or, for a child that died without reporting, "killed by
+signal N" / "exited with code N" (ERR_RUN, or START when we had asked it to stop).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from dbdict_worker import messages
+from dbdict_worker import state as statemod
+from dbdict_worker.channel import save_interval_from_env
+from dbdict_worker.constants import Status
+from dbdict_worker.errors import DbdictError
+from dbdict_worker.workdir import (
+    ERROR_KEY,
+    STATUS_KEY,
+    TEMPDIR_ENV,
+    WORKDIR_ENV,
+    Workdir,
+    WorkdirError,
+    user_keys,
+)
+
+log = logging.getLogger("dbdict_worker")
+
+#: Environment variables never passed to experiments (credentials of the queue itself).
+SECRET_ENV = ("DBDICT_DB", "DBDICT_TEST_DSN")
+#: Saves kept for take_saves() (the oldest are dropped beyond this).
+MAX_SAVES = 1000
+#: Signals after which a death by signal counts as "stopped" rather than failed.
+_STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGKILL)
+
+
+class StartError(DbdictError):
+    """The job could not be started (workdir, scratch directory, spawn): ERR_START."""
+
+
+@dataclass
+class JobSpec:
+    """What a job's child process needs.
+
+    ``state`` is the flat user state (reserved keys in it are ignored); ``reserved`` the
+    ``dbdict.*`` keys the experiment sees in ``state.dbdict`` (id, table, experiment, ...).
+    With ``resume`` (the default) a workdir that already has a ``current.conf`` is resumed
+    from it. ``env`` is added to the child's environment (``CUDA_VISIBLE_DEVICES``...);
+    ``python_path`` is put first on the child's ``sys.path``. ``linger`` bounds how long a
+    child that has reported its outcome may take to exit (stray threads) before it is killed.
+    """
+
+    experiment: str
+    state: Mapping[str, Any]
+    workdir: str | os.PathLike
+    reserved: Mapping[str, Any] = field(default_factory=dict)
+    tempdir_base: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    save_interval: float | None = None
+    redirect: bool = True
+    resume: bool = True
+    python: str = sys.executable
+    python_path: Sequence[str] = ()
+    linger: float = 30.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job's run ended.
+
+    ``status``: DONE (COMPLETE), START (INCOMPLETE or stopped: requeue it), ERR_RUN or
+    ERR_START (the worker adds ERR_SYNC when the final push fails). ``state``: the last
+    saved flat user state. ``error``: one line (the traceback's last line, "killed by
+    signal 9 (SIGKILL)", ...). ``returncode``: the child's (negative: killed by that signal).
+    ``stopped``: a stop was asked of this job. ``started``: the experiment was imported and
+    called.
+    """
+
+    status: Status
+    state: dict[str, Any]
+    error: str | None = None
+    returncode: int | None = None
+    stopped: bool = False
+    started: bool = False
+    workdir: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == Status.DONE
+
+    @property
+    def incomplete(self) -> bool:
+        """The job should be resumed later (INCOMPLETE, or stopped before it finished)."""
+        return self.status == Status.START
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """os.environ without the queue's credentials (DBDICT_DB, PG*PASS*), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in SECRET_ENV and not (k.startswith("PG") and "PASS" in k)}
+    env.update(extra or {})
+    return env
+
+
+def describe_returncode(rc: int) -> str:
+    """"killed by signal 9 (SIGKILL)" or "exited with code 3"."""
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-rc} ({name})"
+    return f"exited with code {rc}"
+
+
+class JobProcess:
+    """One running job: start it, read its saves, wait, signal, stop. Thread-safe."""
+
+    def __init__(self, spec: JobSpec, workdir: Workdir, proc: subprocess.Popen, read_fd: int,
+                 private_dir: str, start_state: dict[str, Any],
+                 reserved: dict[str, Any]) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self.pid = proc.pid
+        self._proc = proc
+        self._read_fd = read_fd
+        self._private_dir = private_dir
+        self._reserved = reserved
+        self._lock = threading.Lock()
+        self._activity = threading.Event()
+        self._done = threading.Event()
+        self._reaped = False
+        # Bounded: a caller that never takes its saves must not grow us forever (the latest
+        # state is always in latest_state and in the outcome).
+        self._saves: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_SAVES)
+        self._latest = start_state
+        self._end: dict[str, Any] | None = None
+        self._started = False
+        #: time.time() when the experiment was imported and about to be called.
+        self.started_at: float | None = None
+        self._stop_signalled = False
+        self._outcome: Outcome | None = None
+        self._linger_timer: threading.Timer | None = None
+        self._reader = threading.Thread(target=self._read_loop, name=f"job-{self.pid}-pipe",
+                                        daemon=True)
+        self._waiter = threading.Thread(target=self._wait_loop, name=f"job-{self.pid}-wait",
+                                        daemon=True)
+        self._reader.start()
+        self._waiter.start()
+
+    # --- starting ---------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, spec: JobSpec) -> "JobProcess":
+        """Prepare the workdir (orig.conf on the first run, current.conf marked RUNNING) and
+        spawn the child. StartError (an ERR_START) if any of that fails."""
+        workdir = Workdir(spec.workdir)
+        try:
+            workdir.create()
+            start_state = workdir.starting_state(spec.state, resume=spec.resume)
+            reserved = {k: statemod.check_value(k, v) for k, v in spec.reserved.items()}
+            reserved.pop(ERROR_KEY, None)
+            reserved[STATUS_KEY] = Status.RUNNING.name
+            # orig.conf also names the experiment, so `dbdict run --file orig.conf` reruns it.
+            orig = {**user_keys(statemod.flatten(spec.state)),
+                    "dbdict.experiment": spec.experiment}
+            workdir.write_orig(orig)
+            workdir.write_current({**start_state, **reserved})
+        except WorkdirError as e:
+            raise StartError(str(e)) from None
+        except OSError as e:
+            raise StartError(f"cannot prepare workdir {workdir.path}: {e.strerror or e}") from None
+        except DbdictError as e:
+            raise StartError(f"workdir {workdir.path}: {e}") from None
+        try:
+            private_dir = tempfile.mkdtemp(prefix="dbdict-job-", dir=spec.tempdir_base)
+            scratch = os.path.join(private_dir, "tmp")
+            os.mkdir(scratch)
+        except OSError as e:
+            raise StartError(f"cannot create the job's scratch directory: {e}") from None
+        interval = spec.save_interval if spec.save_interval is not None \
+            else save_interval_from_env()
+        child_spec = {
+            "experiment": spec.experiment,
+            "state": messages.encode_state(start_state),
+            "reserved": messages.encode_state(reserved),
+            "workdir": str(workdir.path),
+            "save_interval": interval,
+            "redirect": spec.redirect,
+            "python_path": [os.path.abspath(p) for p in spec.python_path],
+        }
+        spec_path = os.path.join(private_dir, "spec.json")
+        read_fd = write_fd = -1
+        out = err = None
+        try:
+            with open(spec_path, "w", encoding="utf-8") as f:
+                json.dump(child_spec, f, allow_nan=True)
+            env = child_env({TEMPDIR_ENV: scratch, WORKDIR_ENV: str(workdir.path),
+                             **spec.env})
+            if spec.redirect:
+                out = open(workdir.stdout, "ab")
+                err = open(workdir.stderr, "ab")
+            read_fd, write_fd = os.pipe()
+            proc = subprocess.Popen(
+                [spec.python, "-m", "dbdict_worker.runner", spec_path, str(write_fd)],
+                cwd=private_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                pass_fds=(write_fd,), start_new_session=True)
+        except OSError as e:
+            if read_fd >= 0:
+                os.close(read_fd)
+            shutil.rmtree(private_dir, ignore_errors=True)
+            raise StartError(f"cannot start the job's process: {e.strerror or e}") from None
+        finally:
+            if write_fd >= 0:
+                os.close(write_fd)  # the child's copy is the only writer: EOF when it exits
+            for f in (out, err):
+                if f is not None:
+                    f.close()
+        return cls(spec, workdir, proc, read_fd, private_dir, start_state, reserved)
+
+    # --- what the caller reads --------------------------------------------------------------
+
+    def take_saves(self) -> list[dict[str, Any]]:
+        """The saves (flat user states) received since the last call, oldest first (at most
+        MAX_SAVES: a caller that wants only the newest can use :attr:`latest_state`)."""
+        with self._lock:
+            saves = list(self._saves)
+            self._saves.clear()
+        return saves
+
+    @property
+    def latest_state(self) -> dict[str, Any]:
+        """The last state the child saved (or the one it started from)."""
+        with self._lock:
+            return self._latest
+
+    @property
+    def started(self) -> bool:
+        """True once the experiment was imported and called."""
+        return self._started
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The outcome once the child has exited and been cleaned up, else None."""
+        return self._outcome if self._done.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        """Block until the job ends (the Outcome) or ``timeout`` seconds pass (None)."""
+        if self._done.wait(timeout):
+            return self._outcome
+        return None
+
+    def wait_activity(self, timeout: float | None = None) -> bool:
+        """Block until a new save arrives or the job ends (True), or the timeout (False)."""
+        woke = self._activity.wait(timeout)
+        self._activity.clear()
+        return woke
+
+    # --- what the caller does ---------------------------------------------------------------
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` to the child's whole process group; False if it has already exited.
+
+        SIGTERM, SIGINT, SIGUSR2 and SIGKILL mark the job as stopped by us: a death by
+        signal then means "stopped" (START), not a crash.
+        """
+        with self._lock:
+            if self._reaped:
+                return False
+            if sig in _STOPPING:
+                self._stop_signalled = True
+            return _killpg(self.pid, sig)
+
+    def terminate(self) -> bool:
+        """SIGTERM to the group: the experiment's switch() now returns 'stop'."""
+        return self.signal(signal.SIGTERM)
+
+    def kill(self) -> bool:
+        """SIGKILL to the group (its last saved state is kept)."""
+        return self.signal(signal.SIGKILL)
+
+    def stop(self, grace: float) -> Outcome:
+        """SIGTERM, up to ``grace`` seconds to save and return, then SIGKILL; the Outcome."""
+        self.terminate()
+        outcome = self.wait(grace)
+        if outcome is None:
+            log.info("job process %d did not stop within %.3g s: killing it", self.pid, grace)
+            self.kill()
+            outcome = self.wait()
+        assert outcome is not None
+        return outcome
+
+    # --- the watching threads ---------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        buffer = messages.LineBuffer()
+        try:
+            while True:
+                try:
+                    chunk = os.read(self._read_fd, 1 << 16)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                for message in buffer.feed(chunk):
+                    self._handle(message)
+        finally:
+            os.close(self._read_fd)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["kind"]
+        try:
+            if kind == messages.STARTED:
+                self.started_at = time.time()
+                self._started = True
+            elif kind == messages.SAVE:
+                state = messages.decode_state(message["state"])
+                with self._lock:
+                    self._saves.append(state)
+                    self._latest = state
+            elif kind == messages.END:
+                state = messages.decode_state(message["state"])
+                with self._lock:
+                    self._end = message
+                    self._latest = state
+                self._arm_linger()
+        except (KeyError, TypeError, ValueError):
+            log.warning("job process %d: ignored a malformed %r message", self.pid, kind)
+            return
+        self._activity.set()
+
+    def _arm_linger(self) -> None:
+        # The outcome is known; a child that then fails to exit (a stray non-daemon thread)
+        # must not hold its slot forever.
+        timer = threading.Timer(self.spec.linger, self._kill_lingering)
+        timer.daemon = True
+        self._linger_timer = timer
+        timer.start()
+
+    def _kill_lingering(self) -> None:
+        with self._lock:
+            if not self._reaped:
+                log.warning("job process %d reported its outcome but did not exit within "
+                            "%.3g s: killing it", self.pid, self.spec.linger)
+                _killpg(self.pid, signal.SIGKILL)
+
+    def _wait_loop(self) -> None:
+        _wait_exited(self._proc)
+        with self._lock:
+            # The exited leader is still a zombie, so its pid (our group id) cannot have been
+            # reused yet: kill whatever it left in its group, then reap it.
+            _killpg(self.pid, signal.SIGKILL)
+            returncode = self._proc.wait()
+            self._reaped = True
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        # The child wrote its last message before exiting; the reader gets it, then EOF
+        # (bounded, in case a process that escaped the group still holds the pipe).
+        self._reader.join(timeout=5.0)
+        try:
+            self._outcome = self._finish(returncode)
+        except Exception as e:  # never leave a waiter hanging
+            log.exception("job process %d: cannot record its outcome", self.pid)
+            self._outcome = Outcome(Status.ERR_RUN, self.latest_state,
+                                    error=f"cannot record the outcome: {e}",
+                                    returncode=returncode, workdir=str(self.workdir.path))
+        finally:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._done.set()
+            self._activity.set()
+
+    def _finish(self, returncode: int) -> Outcome:
+        with self._lock:
+            end, latest, stopped = self._end, self._latest, self._stop_signalled
+        common = dict(returncode=returncode, stopped=stopped, started=self._started,
+                      workdir=str(self.workdir.path))
+        if end is not None:
+            return Outcome(Status[end["status"]], messages.decode_state(end["state"]),
+                           error=end.get("error"), **common)
+        # Died without reporting: current.conf holds its last flushed save (it is written
+        # before the save message is sent, so it may be one save newer than ``latest``).
+        try:
+            current = self.workdir.read_current()
+            state = user_keys(current) if current is not None else latest
+        except WorkdirError:
+            state = latest
+        reason = describe_returncode(returncode)
+        if stopped:
+            status, error = Status.START, f"stopped: {reason}"
+        else:
+            status, error = Status.ERR_RUN, reason
+        final = {**state, **self._reserved, STATUS_KEY: status.name, ERROR_KEY: error}
+        try:
+            self.workdir.write_current(final)
+        except (OSError, DbdictError) as e:
+            log.warning("job process %d: cannot update %s: %s", self.pid,
+                        self.workdir.current_conf, e)
+        return Outcome(status, state, error=error, **common)
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _wait_exited(proc: subprocess.Popen) -> None:
+    """Block until ``proc`` has exited, without reaping it (waitid with WNOWAIT)."""
+    if hasattr(os, "waitid") and hasattr(os, "WNOWAIT"):
+        while True:
+            try:
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+                return
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                return
+    # No waitid: poll (the group kill that follows then has a tiny pid-reuse window).
+    while proc.poll() is None:
+        time.sleep(0.05)
+
+
+__all__ = ["JobSpec", "JobProcess", "Outcome", "StartError", "child_env",
+           "describe_returncode"]

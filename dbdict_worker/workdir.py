@@ -1,0 +1,159 @@
+"""A job's working directory (SPEC section 6, step 3).
+
+::
+
+    <workdir>/
+      orig.conf      the parameters the job started with (written on the first run only)
+      current.conf   the last saved state, dbdict.* keys included (atomic; every flush, the end)
+      stdout         the experiment's standard output, appended (fd 1, subprocesses included)
+      stderr         its standard error, appended; tracebacks land here too
+      ...            whatever the experiment writes (files named *.no_sync are never rsynced)
+
+``current.conf`` also carries ``dbdict.status`` (RUNNING while a run is in progress, then the
+final status), which is how ``dbdict run`` knows a directory is done or busy.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from dbdict_worker import state as statemod
+from dbdict_worker.constants import RESERVED_PREFIX, Status
+from dbdict_worker.errors import DbdictError
+
+ORIG_CONF = "orig.conf"
+CURRENT_CONF = "current.conf"
+STDOUT = "stdout"
+STDERR = "stderr"
+#: Files matching this are left out of every rsync (scratch data, caches).
+NO_SYNC_PATTERN = "*.no_sync"
+#: Environment variable pointing at the job's scratch directory (removed after the run).
+TEMPDIR_ENV = "DBDICT_EXPERIMENT_TEMPDIR"
+#: Environment variable holding the workdir's absolute path.
+WORKDIR_ENV = "DBDICT_WORKDIR"
+
+STATUS_KEY = "dbdict.status"
+ERROR_KEY = "dbdict.error"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
+#: Longest default workdir name (the hash suffix included): well under every filesystem's 255.
+MAX_NAME = 100
+
+
+class WorkdirError(DbdictError):
+    """The working directory cannot be created or read (an ERR_START-class failure)."""
+
+
+def is_reserved(key: str) -> bool:
+    """True for ``dbdict`` and ``dbdict.*`` keys."""
+    return key == RESERVED_PREFIX or key.startswith(RESERVED_PREFIX + ".")
+
+
+def user_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat state without the reserved ``dbdict.*`` keys."""
+    return {k: v for k, v in flat.items() if not is_reserved(k)}
+
+
+def default_name(experiment: str, params: Mapping[str, Any]) -> str:
+    """A directory name for a local run: the experiment's last name and ``k=v`` pairs, with
+    unsafe characters replaced, cut to a bounded length, and a hash of the experiment and all
+    parameters so that different parameters never share a directory: ``pkg.exp`` with
+    ``lr=0.1 n=3`` gives ``exp,lr=0.1,n=3-<10 hex digits>``.
+    """
+    flat = statemod.flatten(params)
+    digest = hashlib.sha256(
+        (experiment + "\0" + statemod.canonical_json(user_keys(flat))).encode("utf-8")
+    ).hexdigest()[:10]
+    base = experiment.rsplit(".", 1)[-1] if not experiment.startswith(("cmd:", "shell:")) \
+        else "cmd"
+    parts = [base] + [f"{k}={statemod.format_value(v)}" for k, v in sorted(flat.items())
+                      if not is_reserved(k)]
+    text = _UNSAFE.sub("_", ",".join(parts)).strip("._-") or "job"
+    text = text[: MAX_NAME - len(digest) - 1].rstrip("._-,=")
+    return f"{text}-{digest}"
+
+
+class Workdir:
+    """The files of one job's working directory."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(os.path.abspath(path))
+
+    @property
+    def orig_conf(self) -> Path:
+        return self.path / ORIG_CONF
+
+    @property
+    def current_conf(self) -> Path:
+        return self.path / CURRENT_CONF
+
+    @property
+    def stdout(self) -> Path:
+        return self.path / STDOUT
+
+    @property
+    def stderr(self) -> Path:
+        return self.path / STDERR
+
+    def create(self) -> None:
+        """Make the directory (and its parents); WorkdirError if that fails."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WorkdirError(f"cannot create workdir {self.path}: {e.strerror or e}") from None
+
+    def read_current(self) -> dict[str, Any] | None:
+        """current.conf as a flat dict (reserved keys included), or None if there is none."""
+        return self._read(self.current_conf)
+
+    def read_orig(self) -> dict[str, Any] | None:
+        """orig.conf as a flat dict, or None if there is none."""
+        return self._read(self.orig_conf)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return statemod.read_conf(path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise WorkdirError(f"cannot read {path}: {e.strerror or e}") from None
+        except DbdictError as e:
+            raise WorkdirError(f"{e}") from None
+
+    def status(self) -> Status | None:
+        """The ``dbdict.status`` recorded in current.conf, if any."""
+        current = self.read_current()
+        if not current or STATUS_KEY not in current:
+            return None
+        try:
+            return Status.parse(current[STATUS_KEY])
+        except ValueError:
+            return None
+
+    def write_orig(self, flat: Mapping[str, Any]) -> bool:
+        """Write orig.conf unless it exists (first run only); True if written."""
+        if self.orig_conf.exists():
+            return False
+        statemod.write_conf(self.orig_conf, flat)
+        return True
+
+    def write_current(self, flat: Mapping[str, Any]) -> None:
+        """Replace current.conf atomically."""
+        statemod.write_conf(self.current_conf, flat)
+
+    def starting_state(self, state: Mapping[str, Any], *, resume: bool = True) -> dict[str, Any]:
+        """The user state a run starts from: current.conf's (a resumed job) if there is one
+        and ``resume``, else ``state``. Reserved keys are dropped either way."""
+        current = self.read_current() if resume else None
+        return user_keys(current if current is not None else statemod.flatten(state))
+
+    def append_stderr(self, text: str) -> None:
+        """Append text to workdir/stderr (best effort: a full disk must not hide the outcome)."""
+        try:
+            with open(self.stderr, "a", encoding="utf-8", errors="replace") as f:
+                f.write(text if text.endswith("\n") else text + "\n")
+        except OSError:
+            pass

@@ -77,15 +77,17 @@ def parse_url(text: str | None) -> Target:
 
 
 def create_engine(target: Target) -> Engine:
-    """An engine tuned for our use: pre-ping and keepalives on PostgreSQL; WAL, foreign keys
-    and writer-serializing ``BEGIN IMMEDIATE`` transactions on SQLite."""
+    """An engine tuned for our use: keepalives and a connect timeout on PostgreSQL; WAL,
+    foreign keys and writer-serializing ``BEGIN IMMEDIATE`` transactions on SQLite."""
     if target.is_sqlite:
         engine = sa.create_engine(target.url, connect_args={"timeout": 30})
         _setup_sqlite(engine)
         return engine
+    # No pool_pre_ping: it costs a round trip per transaction, and a connection that died in
+    # the pool fails its first statement with a disconnect error, which the Retrier retries
+    # on a fresh connection (SQLAlchemy invalidates the pool on disconnects).
     return sa.create_engine(
         target.url,
-        pool_pre_ping=True,
         pool_size=2,
         max_overflow=4,
         connect_args={

@@ -1,0 +1,232 @@
+"""Benchmarks against a real database, each figure next to a baseline measured in the same run.
+
+    python -m dbdict_worker.bench --db postgresql://postgres@127.0.0.1/benchdb [--quick]
+
+- enqueue: N jobs x 10 parameters through ``Store.enqueue`` (jobs/s), next to a bare COPY of the
+  same rows into a scratch table (the ceiling of what any client could do);
+- book+finish: P processes booking and finishing jobs through the Store (jobs/s), next to the
+  same claim and finish SQL run bare by psycopg2 with the same concurrency (the ratio is the
+  figure).
+
+It works in job tables of its own (``dbdict_bench_<random>``) and deletes them afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import time
+import uuid
+from typing import Any, Callable
+
+from dbdict_worker.constants import Status
+
+BARE_CLAIM = """
+WITH picked AS (
+    SELECT id FROM jobs WHERE status = 0 AND table_id = %(table_id)s
+    ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+UPDATE jobs SET status = 1, attempts = jobs.attempts + 1, worker_id = %(worker)s,
+    host = 'bench', booked_at = now(), heartbeat_at = now(), updated_at = now()
+FROM picked WHERE jobs.id = picked.id
+RETURNING jobs.id, jobs.attempts
+"""
+BARE_FINISH = """
+UPDATE jobs SET status = 2, finished_at = now(), updated_at = now(), heartbeat_at = now()
+WHERE id = %(id)s AND worker_id = %(worker)s AND attempts = %(attempt)s AND status = 1
+"""
+
+
+def sample_states(n: int, keys: int = 10) -> list[dict[str, Any]]:
+    """``n`` distinct states with ints, floats and strings."""
+    def value(i: int, k: int) -> Any:
+        if k % 3 == 0:
+            return i * keys + k
+        if k % 3 == 1:
+            return i / (k + 1)
+        return f"s{i}-{k}"
+    return [{f"p{k}": value(i, k) for k in range(keys)} for i in range(n)]
+
+
+def _bench_table() -> str:
+    return f"dbdict_bench_{uuid.uuid4().hex[:10]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# enqueue
+
+
+def measure_enqueue(url: str, n: int) -> dict[str, float]:
+    """Enqueue ``n`` jobs x 10 params; and COPY the same jobs' rows into scratch tables."""
+    from dbdict_worker.store import Store
+
+    states = sample_states(n)
+    table = _bench_table()
+    with Store.open(url) as store:
+        t = time.perf_counter()
+        result = store.enqueue("bench.noop", states, table=table)
+        seconds = time.perf_counter() - t
+        assert len(result.created) == n
+        store.delete(tables=[table])
+        bare = _bare_copy(store, states)
+        _drop_table(store, table)
+    return {"enqueue_jobs_per_s": n / seconds, "bare_copy_jobs_per_s": n / bare}
+
+
+def _bare_copy(store, states: list[dict[str, Any]]) -> float:
+    """Seconds to COPY the jobs and their key/value rows into two unindexed temp tables."""
+    jobs_buf, state_buf = io.StringIO(), io.StringIO()
+    for i, st in enumerate(states):
+        jobs_buf.write(f"{i}\tbench.noop\n")
+        for k, v in st.items():
+            state_buf.write(f"{i}\t{k}\t{v!r}\n")
+    raw = store.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("CREATE TEMP TABLE bench_jobs (id bigint, experiment text)")
+        cur.execute("CREATE TEMP TABLE bench_state (job_id bigint, key text, txt text)")
+        t = time.perf_counter()
+        jobs_buf.seek(0)
+        state_buf.seek(0)
+        cur.copy_expert("COPY bench_jobs FROM STDIN", jobs_buf)
+        cur.copy_expert("COPY bench_state FROM STDIN", state_buf)
+        raw.commit()
+        return time.perf_counter() - t
+    finally:
+        raw.close()
+
+
+def _drop_table(store, name: str) -> None:
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM job_tables WHERE name = :n"), {"n": name})
+
+
+# ---------------------------------------------------------------------------------------------
+# book + finish
+
+
+def _store_worker(url: str, table: str, worker: str, start, out) -> None:
+    from dbdict_worker.store import Store
+
+    store = Store.open(url)
+    start.wait(60)
+    n = 0
+    t = time.perf_counter()
+    while True:
+        got = store.book(worker, "bench", tables=[table], n=1)
+        if not got:
+            break
+        store.finish(got[0].token, Status.DONE)
+        n += 1
+    out.put((n, time.perf_counter() - t))
+    store.close()
+
+
+def _bare_worker(url: str, table_id: int, worker: str, start, out) -> None:
+    import psycopg2
+
+    dsn = url.replace("postgresql+psycopg2://", "postgresql://")
+    conn = psycopg2.connect(dsn)
+    cur = conn.cursor()
+    start.wait(60)
+    n = 0
+    t = time.perf_counter()
+    while True:
+        cur.execute(BARE_CLAIM, {"table_id": table_id, "worker": worker})
+        row = cur.fetchone()
+        conn.commit()
+        if row is None:
+            break
+        cur.execute(BARE_FINISH, {"id": row[0], "worker": worker, "attempt": row[1]})
+        conn.commit()
+        n += 1
+    out.put((n, time.perf_counter() - t))
+    conn.close()
+
+
+def _run_processes(target: Callable, args_for: Callable[[int], tuple], procs: int) -> float:
+    """Start ``procs`` processes together; the rate is jobs done over the slowest's time."""
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    ps = [ctx.Process(target=target, args=(*args_for(k), start, out)) for k in range(procs)]
+    for p in ps:
+        p.start()
+    time.sleep(0.5)  # let them connect before the clock starts (a fixed wait, not a check)
+    start.set()
+    results = [out.get(timeout=600) for _ in ps]
+    for p in ps:
+        p.join(60)
+    done = sum(n for n, _ in results)
+    return done / max(s for _, s in results)
+
+
+def measure_book_finish(url: str, n: int, procs: int) -> dict[str, float]:
+    """Jobs/s booked and finished by ``procs`` processes through the Store, and bare."""
+    import sqlalchemy as sa
+
+    from dbdict_worker.store import Store
+
+    states = [{"i": i} for i in range(n)]
+    ours, bare = _bench_table(), _bench_table()
+    with Store.open(url) as store:
+        store.enqueue("bench.noop", states, table=ours)
+        store.enqueue("bench.noop", states, table=bare)
+        with store.engine.connect() as conn:
+            bare_id = conn.execute(sa.text("SELECT id FROM job_tables WHERE name = :n"),
+                                   {"n": bare}).scalar_one()
+            conn.execute(sa.text("ANALYZE jobs"))
+        url_full = store.target.url.render_as_string(hide_password=False)
+        rate = _run_processes(_store_worker, lambda k: (url_full, ours, f"bench-s{k}"), procs)
+        bare_rate = _run_processes(_bare_worker, lambda k: (url_full, bare_id, f"bench-b{k}"),
+                                   procs)
+        assert store.counts(tables=[ours]) == {(ours, Status.DONE): n}
+        store.delete(tables=[ours])
+        store.delete(tables=[bare])
+        _drop_table(store, ours)
+        _drop_table(store, bare)
+    return {f"book_finish_{procs}p_jobs_per_s": rate,
+            f"bare_book_finish_{procs}p_jobs_per_s": bare_rate}
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", required=True, help="PostgreSQL URL (the schema must exist)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (for CI)")
+    parser.add_argument("--procs", default="4", help="comma-separated process counts")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per figure (median)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    n_enqueue, n_book = (5_000, 1_000) if args.quick else (100_000, 10_000)
+    runs: dict[str, list[float]] = {}
+    for _ in range(args.repeat):
+        for k, v in measure_enqueue(args.db, n_enqueue).items():
+            runs.setdefault(k, []).append(v)
+        for p in [int(x) for x in args.procs.split(",")]:
+            for k, v in measure_book_finish(args.db, n_book, p).items():
+                runs.setdefault(k, []).append(v)
+    figures = {k: statistics.median(v) for k, v in runs.items()}
+    if args.json:
+        print(json.dumps(figures, indent=1))
+        return 0
+    print(f"{'figure':<36} {'jobs/s':>10}   {'baseline (same run)':<30}")
+    print(f"{'enqueue ' + str(n_enqueue) + ' x 10 params':<36} "
+          f"{figures['enqueue_jobs_per_s']:>10.0f}   "
+          f"bare COPY {figures['bare_copy_jobs_per_s']:.0f}")
+    for p in [int(x) for x in args.procs.split(",")]:
+        ours = figures[f"book_finish_{p}p_jobs_per_s"]
+        bare = figures[f"bare_book_finish_{p}p_jobs_per_s"]
+        print(f"{'book+finish ' + str(n_book) + f', {p} procs':<36} {ours:>10.0f}   "
+              f"bare psycopg2 {bare:.0f} (ratio {ours / bare:.0%})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,11 +61,23 @@ class JobRun:
         self._stop_requests = 0
         self._stops_handled = 0
         self._kill_at: float | None = None
+        self._abandoned = False
 
     def request_stop(self) -> None:
         """Ask the job to stop: SIGTERM now, SIGKILL ``grace`` seconds later; a second call
         kills at once. Safe from any thread and from a signal handler (it sets a counter)."""
         self._stop_requests += 1
+
+    def abandon(self) -> None:
+        """The job is no longer ours (cancelled, or requeued and booked by another worker):
+        kill it at once and push nothing, so nothing is written over the new owner's copy.
+        Safe from any thread."""
+        self._abandoned = True
+        self._stop_requests += 2
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned
 
     @property
     def stop_requested(self) -> bool:
@@ -117,6 +129,8 @@ class JobRun:
                 timeout = max(0.0, min(timeout, self._kill_at - time.monotonic()))
             proc.wait_activity(timeout)
             for state in proc.take_saves():
+                if self._abandoned:
+                    break
                 if self.on_save is not None:
                     self.on_save(state)
                 if pusher is not None:
@@ -142,6 +156,8 @@ class JobRun:
     def _push(self, outcome: Outcome) -> RunResult:
         if self.syncer is None:
             return RunResult(outcome)
+        if self._abandoned:
+            return RunResult(outcome, pushed=False)
         try:
             self.syncer.push()
         except SyncError as e:

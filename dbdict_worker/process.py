@@ -48,8 +48,9 @@ from dbdict_worker.workdir import (
 
 log = logging.getLogger("dbdict_worker")
 
-#: Environment variables never passed to experiments (credentials of the queue itself).
-SECRET_ENV = ("DBDICT_DB", "DBDICT_TEST_DSN")
+#: Environment variables never passed to experiments: the queue's credentials, and systemd's
+#: notification socket (only the worker itself talks to systemd).
+SECRET_ENV = ("DBDICT_DB", "DBDICT_TEST_DSN", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC")
 #: Saves kept for take_saves() (the oldest are dropped beyond this).
 MAX_SAVES = 1000
 #: Signals after which a death by signal counts as "stopped" rather than failed.

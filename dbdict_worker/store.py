@@ -27,6 +27,7 @@ from dbdict_worker.constants import (
 )
 from dbdict_worker import export as exportmod
 from dbdict_worker.db import connect, migrate, queries, views
+from dbdict_worker.db import workers as workerq
 from dbdict_worker.db.queries import Event, Job, Rescued, Selection, Token
 from dbdict_worker.errors import LostOwnership, NotFound, UsageError
 
@@ -235,6 +236,8 @@ class Store:
                     new, dup = pending.result()
                     created += new
                     skipped += dup
+            if created:
+                workerq.notify(conn, workerq.JOBS_CHANNEL, table)
             if progress:
                 progress(len(states) * repeat)
             return EnqueueResult(created, skipped)
@@ -321,8 +324,12 @@ class Store:
 
     def requeue(self, *, priority: float | None = None, **select: Any) -> list[int]:
         """Put finished, failed and cancelled jobs back in the queue."""
-        return self.transaction(
-            lambda c: queries.requeue(c, self.selection(c, **select), priority=priority))
+        def run(conn: Connection) -> list[int]:
+            ids = queries.requeue(conn, self.selection(conn, **select), priority=priority)
+            if ids:
+                workerq.notify(conn, workerq.JOBS_CHANNEL)
+            return ids
+        return self.transaction(run)
 
     def set_priority(self, priority: float, **select: Any) -> list[int]:
         """Change the priority of the selected jobs."""
@@ -335,8 +342,13 @@ class Store:
 
     def requeue_stale(self, lease_seconds: float, *, by_worker: str | None = None) -> list[Rescued]:
         """Requeue RUNNING jobs whose heartbeat is older than the lease (see SPEC section 6)."""
-        return self.transaction(
-            lambda c: queries.requeue_stale(c, lease_seconds=lease_seconds, by_worker=by_worker))
+        def run(conn: Connection) -> list[Rescued]:
+            rescued = queries.requeue_stale(conn, lease_seconds=lease_seconds,
+                                            by_worker=by_worker)
+            if any(r.status == Status.START for r in rescued):
+                workerq.notify(conn, workerq.JOBS_CHANNEL)
+            return rescued
+        return self.transaction(run)
 
     # ---------------------------------------------------------------------------------------
     # The queue core (used by the worker)
@@ -403,12 +415,45 @@ class Store:
                 detail += f": {error}"
             queries.add_events(conn, "finished" if status != Status.START else "requeued",
                                [token.job_id], worker_id=token.worker_id, detail=detail)
+            if status == Status.START:
+                workerq.notify(conn, workerq.JOBS_CHANNEL)
             return True
         self._owned_write(token, what, run)
 
     def heartbeat(self, worker_id: str, tokens: Sequence[Token]) -> set[int]:
         """Refresh the jobs' heartbeats; returns the ids still owned."""
         return self.transaction(lambda c: queries.heartbeat(c, worker_id, tokens))
+
+    # ---------------------------------------------------------------------------------------
+    # Workers
+
+    def register_worker(self, worker_id: str, host: str, pid: int, slots: int,
+                        tables: Sequence[str] | None) -> None:
+        """Record a starting worker (its tables must exist)."""
+        def run(conn: Connection) -> None:
+            self._table_ids(conn, tables)
+            workerq.register(conn, worker_id=worker_id, host=host, pid=pid, slots=slots,
+                             tables=tables)
+        self.transaction(run)
+
+    def worker_beat(self, worker_id: str, state: str,
+                    tokens: Sequence[Token]) -> tuple[bool, set[int]]:
+        """The worker's heartbeat and its jobs': (drain requested?, ids still owned)."""
+        return self.transaction(lambda c: workerq.beat(c, worker_id, state, tokens))
+
+    def set_worker_state(self, worker_id: str, state: str) -> None:
+        """running, draining, stopping or stopped."""
+        self.transaction(lambda c: workerq.set_state(c, worker_id, state))
+
+    def request_drain(self, *, worker_id: str | None = None,
+                      host: str | None = None) -> list[str]:
+        """Ask running workers to drain (all of them when neither is given)."""
+        return self.transaction(
+            lambda c: workerq.request_drain(c, worker_id=worker_id, host=host))
+
+    def workers(self, *, include_stopped: bool = False) -> list[workerq.WorkerRow]:
+        """Workers with heartbeat ages (database clock) and the jobs they run."""
+        return self.transaction(lambda c: workerq.select(c, include_stopped=include_stopped))
 
 
 def _user_state(flat: Mapping[str, Any]) -> dict[str, Any]:

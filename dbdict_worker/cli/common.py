@@ -38,11 +38,12 @@ def db_options(f: Callable) -> Callable:
     return f
 
 
-def setup_logging(debug: bool) -> None:
-    """Log lines on stderr: warnings by default, everything with --debug."""
+def setup_logging(debug: bool, prog: str = "dbdict") -> None:
+    """Log lines on stderr, prefixed by the command's name: INFO by default (one line per
+    event; journald adds the time), DEBUG with timestamps with --debug."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
-        format="dbdict: %(message)s" if not debug else "%(asctime)s %(name)s: %(message)s",
+        format=f"{prog}: %(message)s" if not debug else "%(asctime)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     if not debug:
@@ -69,9 +70,9 @@ def handle_errors(f: Callable) -> Callable:
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(kwargs.get("debug")) or bool(
-            click.get_current_context().find_root().params.get("debug"))
-        setup_logging(debug)
+        root = click.get_current_context().find_root()
+        debug = bool(kwargs.get("debug")) or bool(root.params.get("debug"))
+        setup_logging(debug, root.info_name or "dbdict")
         try:
             return f(*args, **kwargs)
         except DbdictError as exc:

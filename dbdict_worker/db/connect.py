@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -185,6 +186,8 @@ class Retrier:
         self.target = target
         self.seconds = seconds
         self._failing = False
+        #: time.monotonic() when a call last succeeded after failing (an outage ended).
+        self.recovered_at: float | None = None
 
     def __call__(self, fn: Callable[[], T]) -> T:
         retrying = tenacity.Retrying(
@@ -197,6 +200,9 @@ class Retrier:
         try:
             result = retrying(fn)
         except sa.exc.DBAPIError as exc:
+            if is_transient(exc):
+                # Marked failing even without a retry, so that recovered_at sees the outage.
+                self._failing = True
             msg = describe(exc, self.target)
             if is_transient(exc):
                 raise DatabaseUnavailable(
@@ -210,6 +216,7 @@ class Retrier:
             raise
         if self._failing:
             self._failing = False
+            self.recovered_at = time.monotonic()
             log.warning("database %s is reachable again", self.target.safe_url)
         return result
 

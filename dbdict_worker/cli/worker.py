@@ -1,0 +1,187 @@
+"""``dbdict-worker``: the daemon (start), and its remote control (drain, status, bench)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from dbdict_worker.cli.common import db_options, handle_errors, open_store
+from dbdict_worker.constants import Status
+from dbdict_worker.errors import UsageError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+#: A worker waits this long for the database at start (and for each call during outages the
+#: supervisor keeps retrying on its own, forever).
+START_RETRY_SECONDS = 60.0
+#: Each database call of a running worker retries this long before the supervisor treats the
+#: database as away (and keeps going without it).
+CALL_RETRY_SECONDS = 2.0
+
+
+@click.group(context_settings=CONTEXT)
+def main() -> None:
+    """The dbdict worker daemon: start it (under systemd, HTCondor, SLURM or by hand),
+    drain it, see what the workers do."""
+
+
+def _hide_password_from_ps(db: str | None) -> None:
+    """A password given with --db is visible to every user in ``ps``: restart ourselves with
+    it in the environment (DBDICT_DB) instead, before doing anything else."""
+    if not db or not any(a == "--db" or a.startswith("--db=") for a in sys.argv[1:]):
+        return
+    from sqlalchemy.engine import make_url
+
+    try:
+        if make_url(db).password is None:
+            return
+    except Exception:  # a malformed URL is reported later, by the store
+        return
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--db":
+            skip = True
+        elif not arg.startswith("--db="):
+            argv.append(arg)
+    env = dict(os.environ, DBDICT_DB=db)
+    click.echo("dbdict-worker: moved the database password off the command line (use "
+               "PGPASSWORD or ~/.pgpass)", err=True)
+    os.execve(sys.executable, [sys.executable, "-m", "dbdict_worker.cli.worker", *argv], env)
+
+
+def _split(values: tuple[str, ...]) -> list[str] | None:
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    return out or None
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--db", envvar="DBDICT_DB", metavar="URL",
+              help="Database URL (env DBDICT_DB); passwords belong in PGPASSWORD or ~/.pgpass.")
+@click.option("--table", "-t", "tables", multiple=True, metavar="NAME",
+              help="Book only from this table (repeatable; env DBDICT_TABLE, comma-separated). "
+                   "Default: every table.")
+@click.option("--exproot", envvar="DBDICT_EXPROOT", metavar="ROOT",
+              help="Where job directories live for good: a path or ssh://host:/path "
+                   "(env DBDICT_EXPROOT). Without it, workdirs stay under --workdir-base.")
+@click.option("--slots", type=click.IntRange(min=1), envvar="DBDICT_SLOTS", default=1,
+              show_default=True, help="Jobs run at once (env DBDICT_SLOTS).")
+@click.option("--gpus", envvar="DBDICT_GPUS", metavar="0,1,..",
+              help="One slot per GPU; each job sees only its GPU in CUDA_VISIBLE_DEVICES "
+                   "(env DBDICT_GPUS).")
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after booking N jobs.")
+@click.option("--until-empty", is_flag=True, help="Exit when no job is ready and all slots "
+                                                    "are idle.")
+@click.option("--grace", type=click.FloatRange(min=0), envvar="DBDICT_GRACE", default=60.0,
+              show_default=True, help="Seconds a stopped job gets to save and return "
+                                      "INCOMPLETE before SIGKILL (env DBDICT_GRACE).")
+@click.option("--heartbeat", type=click.FloatRange(min=0.1), envvar="DBDICT_HEARTBEAT",
+              default=10.0, show_default=True, help="Seconds between heartbeats.")
+@click.option("--lease", type=click.FloatRange(min=1), envvar="DBDICT_LEASE", default=60.0,
+              show_default=True, help="A RUNNING job whose heartbeat is older than this is "
+                                      "requeued by any live worker.")
+@click.option("--workdir-base", envvar="DBDICT_WORKDIR_BASE", metavar="DIR",
+              help="Local job workdirs: DIR/<db>/<table>/<id>. Default: $TMPDIR/"
+                   "dbdict-worker-<uid> with --exproot, else ./dbdict-jobs.")
+@click.option("--poll-only", is_flag=True, help="Do not LISTEN for new jobs (behind "
+                                                "poolers that drop LISTEN); poll instead.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.05), metavar="SECONDS",
+              help="Seconds between polls for jobs (default 1 without LISTEN, 30 with it).")
+@click.option("--debug", is_flag=True, help="Debug logging and tracebacks.")
+@handle_errors
+def start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartbeat, lease,
+          workdir_base, poll_only, poll_interval, debug) -> None:
+    """Run the worker daemon: book jobs, run each in its own process, save their states,
+    requeue what is stopped. SIGTERM/SIGINT: stop (jobs get --grace seconds to save; a second
+    signal kills them); SIGUSR1: drain. Exits 0 when stopped, drained, empty or done."""
+    _hide_password_from_ps(db)
+    from dbdict_worker.db.connect import retry_seconds_from_env
+    from dbdict_worker.store import Store
+    from dbdict_worker.supervisor import Supervisor, WorkerConfig
+
+    logging.getLogger("dbdict_worker.db").setLevel(logging.ERROR)  # the supervisor logs outages
+    table_list = _split(tables) or _split((os.environ.get("DBDICT_TABLE", ""),))
+    gpu_list = _split((gpus,)) if gpus else None
+    if lease <= heartbeat:
+        raise UsageError(f"--lease ({lease:g}s) must be longer than --heartbeat "
+                         f"({heartbeat:g}s)")
+    config = WorkerConfig(tables=table_list, exproot=exproot, slots=slots, gpus=gpu_list,
+                          max_jobs=max_jobs, until_empty=until_empty, grace=grace,
+                          heartbeat=heartbeat, lease=lease, workdir_base=workdir_base,
+                          poll_only=poll_only, poll_interval=poll_interval)
+    store = Store.open(db, retry_seconds=retry_seconds_from_env(START_RETRY_SECONDS))
+    store.retry.seconds = CALL_RETRY_SECONDS
+    supervisor = Supervisor(store, config)
+    try:
+        with supervisor.signals():
+            code = supervisor.run()
+    finally:
+        store.close()
+    sys.exit(code)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--worker", "worker_id", metavar="ID", help="Drain this worker.")
+@click.option("--host", metavar="HOST", help="Drain every worker on this host.")
+@click.option("--all", "all_", is_flag=True, help="Drain every running worker.")
+@db_options
+@handle_errors
+def drain(worker_id, host, all_, db, table, debug) -> None:
+    """Ask workers to finish their current jobs, book nothing new, and exit 0. Works from
+    any machine that reaches the database (locally, `kill -USR1 PID` does the same)."""
+    if sum(bool(x) for x in (worker_id, host, all_)) != 1:
+        raise UsageError("give exactly one of --worker ID, --host HOST, --all")
+    with open_store(db, table) as store:
+        ids = store.request_drain(worker_id=worker_id, host=host)
+    if ids:
+        click.echo(f"draining {len(ids)} worker(s): {' '.join(ids)}")
+    else:
+        click.echo("no running worker matched")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
+@click.option("--all", "include_stopped", is_flag=True, help="Include stopped workers.")
+@db_options
+@handle_errors
+def status(as_json, include_stopped, db, table, debug) -> None:
+    """Workers (id, host, pid, slots, state, heartbeat age, job ids) and job counts."""
+    with open_store(db, table) as store:
+        rows = store.workers(include_stopped=include_stopped)
+        counts = store.counts()
+    totals: dict[str, int] = {}
+    for (_, st), n in counts.items():
+        totals[st.name] = totals.get(st.name, 0) + n
+    if as_json:
+        click.echo(json.dumps({
+            "workers": [{"id": w.id, "host": w.host, "pid": w.pid, "slots": w.slots,
+                         "state": w.state, "drain_requested": w.drain_requested,
+                         "heartbeat_age": w.heartbeat_age, "tables": w.tables,
+                         "jobs": list(w.job_ids)} for w in rows],
+            "jobs": totals}, indent=1))
+        return
+    click.echo(f"{'worker':<36} {'pid':>7} {'slots':>5} {'state':<9} {'beat':>6}  jobs")
+    for w in rows:
+        age = f"{w.heartbeat_age:.0f}s" if w.heartbeat_age is not None else "?"
+        click.echo(f"{w.id[:36]:<36} {w.pid:>7} {w.slots:>5} {w.state:<9} {age:>6}  "
+                   + " ".join(map(str, w.job_ids)))
+    if not rows:
+        click.echo("(no workers)")
+    click.echo("jobs: " + ", ".join(f"{s.name} {totals[s.name]}" for s in Status
+                                    if s.name in totals) if totals else "jobs: none")
+
+
+@main.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args) -> None:
+    """Measure this installation against a database (see `dbdict-worker bench --help`)."""
+    from dbdict_worker import bench as benchmod
+
+    sys.exit(benchmod.main(list(args)))
+
+
+if __name__ == "__main__":  # pragma: no cover (the password re-exec comes through here)
+    main(prog_name="dbdict-worker")

@@ -1,0 +1,96 @@
+"""The worker against a private PostgreSQL server: restarted under running jobs, and
+reached with a password that must never show in ``ps``."""
+from __future__ import annotations
+
+import itertools
+import signal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dbdict_worker.constants import Status
+from dbdict_worker.store import Store
+from tests.acceptance.workers import WorkerProc
+from tests.waiting import wait_for
+
+LOOP = "dbdict_worker.examples.loop"
+_names = itertools.count()
+
+
+@pytest.fixture
+def private_db(private_pg):
+    """A fresh database with the schema on the private server; its URL (with password)."""
+    name = f"outage_{next(_names)}"
+    admin = sa.create_engine(private_pg.url(), isolation_level="AUTOCOMMIT",
+                             poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = private_pg.url(database=name)
+    Store.open(url, check_schema=False).upgrade()
+    yield url
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.mark.slow
+def test_database_restart_under_running_jobs(private_pg, private_db, tmp_path):
+    store = Store.open(private_db, retry_seconds=30)
+    ids = store.enqueue(LOOP, [{"total": 80, "sleep": 0.05, "i": i} for i in range(8)]).created
+    # A lease shorter than the outage: only the "healthy for a whole lease" rule keeps the
+    # workers from taking each other's jobs when the database comes back.
+    args = ("--slots", "2", "--heartbeat", "0.5", "--lease", "3", "--poll-interval", "0.5",
+            "--until-empty", "--exproot", str(tmp_path / "exproot"))
+    workers = [WorkerProc(private_db, tmp_path, f"w{k}", *args) for k in range(2)]
+    try:
+        wait_for(lambda: len(store.jobs(statuses=["RUNNING"])) == 4, 60, "4 running jobs")
+        wait_for(lambda: all(s.get("step", 0) > 3 for _, s in
+                             store.jobs_with_state(statuses=["RUNNING"])), 60, "progress")
+        private_pg.restart(down_seconds=5)
+        assert all(w.proc.poll() is None for w in workers)  # they outlived the outage
+        wait_for(lambda: store.counts() == {("default", Status.DONE): 8}, 120, "all DONE")
+        for w in workers:
+            assert w.wait(60) == 0
+    finally:
+        for w in workers:
+            w.close()
+    for job, state in store.jobs_with_state():
+        assert state["result"] == 80 * 81 // 2
+        assert job.attempts == 1 and job.losses == 0, job  # none requeued spuriously
+        assert "lost" not in [e.kind for e in store.events(job.id)]
+    logs = [w.log() for w in workers]
+    assert any("database unreachable" in log for log in logs)
+    for log in logs:  # the outage is logged once, not once per retry
+        assert log.count("database unreachable") <= 1
+        if "database unreachable" in log:
+            assert "database is back" in log
+    assert len(ids) == 8
+    store.close()
+
+
+def test_password_on_the_command_line_leaves_ps(private_pg, private_db, tmp_path):
+    store = Store.open(private_db)
+    store.enqueue(LOOP, [{"total": 2000, "sleep": 0.01}])
+    w = WorkerProc("", tmp_path, "pw", "--db", private_db)
+    try:
+        w.wait_log("started")
+        cmdline = Path(f"/proc/{w.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert private_pg.password not in cmdline and "dbdict_worker" in cmdline
+        running = wait_for(lambda: store.jobs(statuses=["RUNNING"]), 30, "a running job")
+        assert running
+        # The experiment's process sees no password either.
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    environ = (proc / "environ").read_bytes()
+                except OSError:
+                    continue
+                if b"DBDICT_WORKDIR=" in environ:
+                    assert private_pg.password.encode() not in environ
+        assert private_pg.password not in w.log()
+        w.signal(signal.SIGTERM)
+        assert w.wait(60) == 0
+    finally:
+        w.close()
+    store.close()

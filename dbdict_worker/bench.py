@@ -6,7 +6,12 @@
   same rows into a scratch table (the ceiling of what any client could do);
 - book+finish: P processes booking and finishing jobs through the Store (jobs/s), next to the
   same claim and finish SQL run bare by psycopg2 with the same concurrency (the ratio is the
-  figure).
+  figure);
+- end to end: no-op experiments through a real ``dbdict-worker start --slots 2`` (jobs/s, from
+  the first booking to the last finish on the database clock), next to bare
+  ``python -c pass`` spawns, two at a time;
+- pickup latency: an idle worker (LISTEN, no fast polling); from ``enqueue()`` returning to
+  the experiment's first line, p50/p95, next to one ``python -c pass`` spawn.
 
 It works in job tables of its own (``dbdict_bench_<random>``) and deletes them afterwards.
 """
@@ -16,8 +21,12 @@ import argparse
 import io
 import json
 import multiprocessing as mp
+import os
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from typing import Any, Callable
@@ -193,6 +202,112 @@ def measure_book_finish(url: str, n: int, procs: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
+# through a real worker
+
+
+def _worker(url: str, table: str, *args: str) -> tuple[subprocess.Popen, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBDICT_")}
+    env["DBDICT_DB"] = url
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, "-m", "dbdict_worker.cli.worker", "start",
+                             "--table", table, *args], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, cwd=tempfile.gettempdir())
+    return proc, log
+
+
+def _spawn_rate(n: int, parallel: int) -> float:
+    """``python -c pass`` spawns per second, ``parallel`` at a time."""
+    t = time.perf_counter()
+    running: list[subprocess.Popen] = []
+    for _ in range(n):
+        if len(running) >= parallel:
+            running.pop(0).wait()
+        running.append(subprocess.Popen([sys.executable, "-c", "pass"]))
+    for p in running:
+        p.wait()
+    return n / (time.perf_counter() - t)
+
+
+def measure_end_to_end(url: str, n: int, slots: int = 2) -> dict[str, float]:
+    """No-op jobs per second through ``dbdict-worker start --slots N --until-empty``."""
+    import sqlalchemy as sa
+
+    from dbdict_worker.store import Store
+
+    table = _bench_table()
+    with Store.open(url) as store:
+        ids = store.enqueue("dbdict_worker.examples.noop", [{"i": i} for i in range(n)],
+                            table=table).created
+        full = store.target.url.render_as_string(hide_password=False)
+        proc, log = _worker(full, table, "--slots", str(slots), "--until-empty",
+                            "--workdir-base", tempfile.mkdtemp(prefix="dbdict-bench-"))
+        code = proc.wait(600)
+        with store.engine.connect() as conn:
+            first, last = conn.execute(sa.text(
+                "SELECT min(booked_at), max(finished_at) FROM jobs WHERE id = ANY(:ids)"),
+                {"ids": ids}).one()
+        done = store.counts(tables=[table]).get((table, Status.DONE), 0)
+        store.delete(tables=[table])
+        _drop_table(store, table)
+    if code != 0 or done != n:
+        log.seek(0)
+        raise RuntimeError(f"the bench worker failed ({code}, {done}/{n} done): {log.read()}")
+    return {f"end_to_end_{slots}slots_jobs_per_s": n / (last - first).total_seconds(),
+            f"bare_spawn_{slots}x_per_s": _spawn_rate(n, slots)}
+
+
+def measure_pickup(url: str, samples: int) -> dict[str, float]:
+    """Enqueue-to-experiment-start latency of an idle worker, p50 and p95 (ms)."""
+    from dbdict_worker.store import Store
+
+    table = _bench_table()
+    latencies = []
+    with Store.open(url) as store:
+        store.enqueue("dbdict_worker.examples.noop", [{"warm": 1}], table=table)
+        full = store.target.url.render_as_string(hide_password=False)
+        proc, log = _worker(full, table, "--slots", "1", "--poll-interval", "30",
+                            "--workdir-base", tempfile.mkdtemp(prefix="dbdict-bench-"))
+        try:
+            _wait(lambda: store.counts(tables=[table]).get((table, Status.DONE)) == 1, 60)
+            _wait(lambda: _logged(log, "listening for new jobs"), 60)
+            for i in range(samples):
+                t0 = time.time()
+                (job_id,) = store.enqueue("dbdict_worker.examples.stamp", [{"i": i}],
+                                          table=table).created
+                _wait(lambda: store.job(job_id)[0].status == Status.DONE, 60)
+                latencies.append((store.job(job_id)[1]["started_at"] - t0) * 1000)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+            store.delete(tables=[table])
+            _drop_table(store, table)
+    latencies.sort()
+    spawn = statistics.median(_spawn_ms() for _ in range(10))
+    return {"pickup_p50_ms": statistics.median(latencies),
+            "pickup_p95_ms": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
+            "bare_spawn_ms": spawn}
+
+
+def _spawn_ms() -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return (time.perf_counter() - t) * 1000
+
+
+def _logged(log: Any, text: str) -> bool:
+    log.seek(0)
+    return text in log.read()
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the bench worker did not get there in time")
+        time.sleep(0.005)
+
+
+# ---------------------------------------------------------------------------------------------
 # command line
 
 
@@ -204,19 +319,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure (median)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    n_enqueue, n_book = (5_000, 1_000) if args.quick else (100_000, 10_000)
+    n_enqueue, n_book, n_e2e, n_pickup = \
+        (5_000, 1_000, 100, 10) if args.quick else (100_000, 10_000, 1_000, 50)
     runs: dict[str, list[float]] = {}
     for _ in range(args.repeat):
-        for k, v in measure_enqueue(args.db, n_enqueue).items():
-            runs.setdefault(k, []).append(v)
+        measured = measure_enqueue(args.db, n_enqueue)
         for p in [int(x) for x in args.procs.split(",")]:
-            for k, v in measure_book_finish(args.db, n_book, p).items():
-                runs.setdefault(k, []).append(v)
+            measured.update(measure_book_finish(args.db, n_book, p))
+        measured.update(measure_end_to_end(args.db, n_e2e))
+        measured.update(measure_pickup(args.db, n_pickup))
+        for k, v in measured.items():
+            runs.setdefault(k, []).append(v)
     figures = {k: statistics.median(v) for k, v in runs.items()}
     if args.json:
         print(json.dumps(figures, indent=1))
         return 0
-    print(f"{'figure':<36} {'jobs/s':>10}   {'baseline (same run)':<30}")
+    print(f"{'figure':<36} {'value':>10}   {'baseline (same run)':<30}")
     print(f"{'enqueue ' + str(n_enqueue) + ' x 10 params':<36} "
           f"{figures['enqueue_jobs_per_s']:>10.0f}   "
           f"bare COPY {figures['bare_copy_jobs_per_s']:.0f}")
@@ -225,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         bare = figures[f"bare_book_finish_{p}p_jobs_per_s"]
         print(f"{'book+finish ' + str(n_book) + f', {p} procs':<36} {ours:>10.0f}   "
               f"bare psycopg2 {bare:.0f} (ratio {ours / bare:.0%})")
+    print(f"{'end to end ' + str(n_e2e) + ' no-op jobs, 2 slots':<36} "
+          f"{figures['end_to_end_2slots_jobs_per_s']:>10.1f}   "
+          f"bare python -c pass x2 {figures['bare_spawn_2x_per_s']:.1f}/s")
+    print(f"{'pickup latency p50 / p95 (ms)':<36} "
+          f"{figures['pickup_p50_ms']:>5.0f} /{figures['pickup_p95_ms']:>3.0f}   "
+          f"bare python -c pass {figures['bare_spawn_ms']:.0f} ms")
     return 0
 
 

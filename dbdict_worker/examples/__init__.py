@@ -7,7 +7,8 @@
 - :mod:`~dbdict_worker.examples.regexp`: ``make(state.regexp)`` with ``regexp::re.compile``.
 - :mod:`~dbdict_worker.examples.noop`, :mod:`~dbdict_worker.examples.crash`,
   :mod:`~dbdict_worker.examples.linger`, :mod:`~dbdict_worker.examples.shell_out`,
-  :mod:`~dbdict_worker.examples.cmd_step` (a command experiment): for tests and benchmarks.
+  :mod:`~dbdict_worker.examples.cmd_step` (a command experiment),
+  :mod:`~dbdict_worker.examples.stamp`: for tests and benchmarks.
 
 The package binds each module's name to its ``experiment`` function, so the short dotted
 path ``dbdict_worker.examples.add`` names the callable.
@@ -22,6 +23,8 @@ from dbdict_worker.examples.loop import experiment as loop
 from dbdict_worker.examples.noop import experiment as noop
 from dbdict_worker.examples.regexp import experiment as regexp
 from dbdict_worker.examples.shell_out import experiment as shell_out
+from dbdict_worker.examples.stamp import experiment as stamp
 from dbdict_worker.examples.stubborn import experiment as stubborn
 
-__all__ = ["add", "crash", "fail", "linger", "loop", "noop", "regexp", "shell_out", "stubborn"]
+__all__ = ["add", "crash", "fail", "linger", "loop", "noop", "regexp", "shell_out", "stamp",
+           "stubborn"]

@@ -48,3 +48,29 @@ def write_json(out: IO[str], rows: Iterable[tuple[Job, Mapping[str, Any]]]) -> i
         n += 1
     out.write("\n]\n" if n else "]\n")
     return n
+
+
+#: The reserved columns a text table keeps (the rest are in CSV and JSON).
+TABLE_RESERVED = ("dbdict.id", "dbdict.status")
+
+
+def write_table(out: IO[str], user_keys: Iterable[str],
+                rows: Iterable[tuple[Job, Mapping[str, Any]]], *, width: int = 30) -> int:
+    """An aligned text table for people: id, status and one column per parameter or result
+    (cells cut to ``width`` characters). Holds all rows in memory: for big exports use CSV."""
+    columns = list(TABLE_RESERVED) + sorted(user_keys)
+    cells = []
+    for job, state in rows:
+        flat = full_state(job, state)
+        cells.append([_cut(cell(flat.get(c)), width) for c in columns])
+    header = [c[len("dbdict."):] if c.startswith("dbdict.") else c for c in columns]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    out.write("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip() + "\n")
+    for r in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+    return len(cells)
+
+
+def _cut(text: str, width: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"

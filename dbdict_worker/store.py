@@ -304,15 +304,18 @@ class Store:
         self.transaction(lambda c: views.drop_view(c, name))
 
     def export(self, out: IO[str], *, fmt: str = "csv", **select: Any) -> int:
-        """Write the selected jobs to ``out`` as CSV or JSON; returns the number written."""
-        if fmt not in ("csv", "json"):
-            raise UsageError(f"unknown export format {fmt!r} (csv or json)")
+        """Write the selected jobs to ``out`` as CSV, JSON or an aligned text table; returns
+        the number written."""
+        if fmt not in ("csv", "json", "table"):
+            raise UsageError(f"unknown export format {fmt!r} (csv, json or table)")
         with self.engine.connect() as conn:
             sel = self.retry(lambda: self.selection(conn, **select))
             rows = queries.iter_jobs_with_state(conn, sel)
             if fmt == "json":
                 return exportmod.write_json(out, rows)
             keys = self.retry(lambda: queries.key_types(conn, sel))
+            if fmt == "table":
+                return exportmod.write_table(out, keys, rows)
             return exportmod.write_csv(out, keys, rows)
 
     # ---------------------------------------------------------------------------------------

@@ -265,15 +265,16 @@ def view_drop(name: str, db: str | None, table: str | None, debug: bool) -> None
 
 @main.command(context_settings=CONTEXT)
 @select_options
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "table"]), default="csv",
+              show_default=True, help="table: aligned text for people (id, status and the "
+                                      "parameters and results).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
               help="Write to this file instead of standard output.")
 @db_options
 @handle_errors
 def export(where, status, fmt, output, db, table, debug) -> None:
-    """Export jobs as CSV (one row per job, one column per key) or as a JSON array of flat
-    objects. Reserved dbdict.* columns come first."""
+    """Export jobs as CSV (one row per job, one column per key), as a JSON array of flat
+    objects (reserved dbdict.* columns first in both), or as a text table."""
     sel = selection_args((), where, status, table, need_one=False)
     with open_store(db, table) as store:
         out = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout

@@ -206,3 +206,28 @@ def test_unwritable_exproot_is_err_sync_with_local_copy_kept(
     local = Path(job.workdir)
     assert local.is_relative_to(tmp_path / "local") and (local / "current.conf").exists()
     assert str(local) in job.error and state["result"] == total(100)
+
+
+def test_status_lists_live_workers_and_their_jobs(pg_store, pg_url, tmp_path, workers):
+    from tests.acceptance.conftest import Cli
+
+    cli = Cli(pg_url, tmp_path)
+    (job_id,) = pg_store.enqueue(LOOP, [{"total": 500, "sleep": 0.02}]).created
+    a = workers(pg_url, "a", "--heartbeat", "0.5", "--lease", "5")
+    wait_for(lambda: pg_store.jobs(statuses=["RUNNING"]), 30, "a running job")
+    status = wait_for(lambda: (lambda s: s if s["workers"] and s["workers"][0]["jobs"]
+                               else None)(cli.json("dbdict-worker", "status", "--json")),
+                      30, "the worker in status")
+    (w,) = status["workers"]
+    assert w["pid"] == a.pid and w["slots"] == 1 and w["state"] == "running"
+    assert w["jobs"] == [job_id] and 0 <= w["heartbeat_age"] < 5
+    assert status["jobs"] == {"RUNNING": 1}
+    text = cli("dbdict-worker", "status").stdout
+    assert str(a.pid) in text and "RUNNING 1" in text
+    bad = cli("dbdict-worker", "drain", ok=False)
+    assert bad.returncode == 2
+    a.signal(signal.SIGTERM)
+    assert a.wait(30) == 0
+    assert cli.json("dbdict-worker", "status", "--json")["workers"] == []
+    stopped = cli.json("dbdict-worker", "status", "--json", "--all")["workers"]
+    assert stopped[0]["state"] == "stopped"

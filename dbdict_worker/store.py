@@ -66,6 +66,7 @@ class Store:
         self.engine = connect.create_engine(target)
         seconds = connect.retry_seconds_from_env() if retry_seconds is None else retry_seconds
         self.retry = connect.Retrier(target, seconds)
+        self._booking_tables: dict[tuple[str, ...] | None, tuple[int, ...] | None] = {}
 
     # ---------------------------------------------------------------------------------------
     # Opening and schema
@@ -359,8 +360,14 @@ class Store:
     def book(self, worker_id: str, host: str, *, tables: Sequence[str] | None = None,
              n: int = 1) -> list[Booking]:
         """Book up to ``n`` ready jobs (priority DESC, id ASC) in one statement."""
+        names = self._tables_arg(tables)
+
         def run(conn: Connection) -> list[Booking]:
-            ids = self._table_ids(conn, self._tables_arg(tables))
+            # Table ids never change: look them up once per store, not once per booking.
+            key = tuple(names) if names is not None else None
+            if key not in self._booking_tables:
+                self._booking_tables[key] = self._table_ids(conn, names)
+            ids = self._booking_tables[key]
             booked = queries.book(conn, worker_id=worker_id, host=host, table_ids=ids, n=n)
             states = queries.select_state(conn, [j.id for j in booked])
             return [Booking(j, Token(j.id, worker_id, j.attempts), states[j.id]) for j in booked]
@@ -405,19 +412,19 @@ class Store:
                  reason: str | None = None) -> None:
         clean = _user_state(state) if state is not None else None
 
+        detail = status.name if reason is None else f"{status.name}: {reason}"
+        if error:
+            detail += f": {error}"
+        event = ("finished" if status != Status.START else "requeued", detail)
+
         def run(conn: Connection) -> bool:
-            if clean is not None:
-                if not queries.touch_owned(conn, token):
-                    return False
-                queries.replace_state(conn, token.job_id, clean)
+            # Ownership first (the row stays locked to the end of the transaction), then the
+            # state, so a lost job's state is never touched.
             if not queries.release_owned(conn, token, status, priority=priority, error=error,
-                                         workdir=workdir):
+                                         workdir=workdir, event=event):
                 return False
-            detail = status.name if reason is None else f"{status.name}: {reason}"
-            if error:
-                detail += f": {error}"
-            queries.add_events(conn, "finished" if status != Status.START else "requeued",
-                               [token.job_id], worker_id=token.worker_id, detail=detail)
+            if clean is not None:
+                queries.replace_state(conn, token.job_id, clean)
             if status == Status.START:
                 workerq.notify(conn, workerq.JOBS_CHANNEL)
             return True

@@ -544,42 +544,59 @@ def delete(conn: Connection, sel: Selection) -> list[int]:
 # The queue core: booking and fenced writes
 
 
+def _book_changes(worker_id: Any, host: Any) -> dict[str, Any]:
+    return dict(status=Status.RUNNING, attempts=jobs.c.attempts + 1, worker_id=worker_id,
+                host=host, booked_at=db_now(), heartbeat_at=db_now(), updated_at=db_now(),
+                finished_at=None, error=None)
+
+
+def _pick(with_tables: bool) -> sa.Select:
+    ready = [jobs.c.status == Status.START]
+    if with_tables:
+        ready.append(jobs.c.table_id.in_(sa.bindparam("table_ids", expanding=True)))
+    return (sa.select(jobs.c.id).where(*ready)
+            .order_by(jobs.c.priority.desc(), jobs.c.id).limit(sa.bindparam("n")))
+
+
+@functools.lru_cache(maxsize=None)
+def _book_statement_pg(with_tables: bool) -> sa.Select:
+    """The booking statement, built once (with bind parameters): pick the ready rows
+    (skipping locked ones), update them, log the events and return the rows with their
+    table's name, in one round trip."""
+    picked = _pick(with_tables).with_for_update(skip_locked=True).cte("picked")
+    updated = (sa.update(jobs).where(jobs.c.id == picked.c.id)
+               .values(**_book_changes(sa.bindparam("worker_id"), sa.bindparam("host")))
+               .returning(*jobs.c).cte("booked"))
+    logged = sa.insert(events).from_select(
+        ["job_id", "kind", "worker_id", "detail"],
+        sa.select(updated.c.id, sa.literal("booked"), sa.bindparam("worker_id"),
+                  sa.bindparam("host"))).cte("logged")
+    columns = [updated.c[c.name] if c.table is jobs else c for c in _JOB_COLUMNS]
+    return (sa.select(*columns)
+            .select_from(updated.join(job_tables, job_tables.c.id == updated.c.table_id))
+            .add_cte(logged))
+
+
 def book(conn: Connection, *, worker_id: str, host: str, table_ids: Sequence[int] | None,
          n: int) -> list[Job]:
     """Book up to ``n`` ready jobs for ``worker_id`` in one statement: highest priority first,
     then lowest id; rows another booker holds are skipped, never waited for."""
-    ready = [jobs.c.status == Status.START]
+    params: dict[str, Any] = {"n": n, "worker_id": worker_id, "host": host}
     if table_ids is not None:
-        ready.append(jobs.c.table_id.in_(table_ids))
-    pick = (
-        sa.select(jobs.c.id)
-        .where(*ready)
-        .order_by(jobs.c.priority.desc(), jobs.c.id)
-        .limit(n)
-    )
-    changes = dict(
-        status=Status.RUNNING,
-        attempts=jobs.c.attempts + 1,
-        worker_id=worker_id,
-        host=host,
-        booked_at=db_now(),
-        heartbeat_at=db_now(),
-        updated_at=db_now(),
-        finished_at=None,
-        error=None,
-    )
+        params["table_ids"] = list(table_ids)
     if _is_sqlite(conn):
         # BEGIN IMMEDIATE already serializes writers; one UPDATE ... RETURNING books.
-        stmt = sa.update(jobs).where(jobs.c.id.in_(pick.scalar_subquery()))
+        stmt = (sa.update(jobs)
+                .where(jobs.c.id.in_(_pick(table_ids is not None).scalar_subquery()))
+                .values(**_book_changes(worker_id, host)).returning(jobs.c.id))
+        ids = list(conn.execute(stmt, params).scalars())
+        if not ids:
+            return []
+        add_events(conn, "booked", ids, worker_id=worker_id, detail=host)
+        booked = select_jobs(conn, Selection(ids=tuple(ids)))
     else:
-        picked = pick.with_for_update(skip_locked=True).cte("picked")
-        stmt = sa.update(jobs).where(jobs.c.id == picked.c.id)
-    stmt = stmt.values(**changes).returning(jobs.c.id)
-    ids = list(conn.execute(stmt).scalars())
-    if not ids:
-        return []
-    add_events(conn, "booked", ids, worker_id=worker_id, detail=host)
-    booked = select_jobs(conn, Selection(ids=tuple(ids)))
+        booked = [_job(r) for r in conn.execute(_book_statement_pg(table_ids is not None),
+                                                params)]
     return sorted(booked, key=lambda j: (-j.priority, j.id))
 
 
@@ -610,9 +627,9 @@ def replace_state(conn: Connection, job_id: int, flat: Mapping[str, Any]) -> Non
 
 
 def release_owned(conn: Connection, token: Token, status: Status, *, priority: float | None,
-                  error: str | None, workdir: str | None) -> bool:
-    """End the owner's booking: a final status, or START again (requeue). Conditional on
-    ownership; returns False when it was lost."""
+                  error: str | None, workdir: str | None, event: tuple[str, str]) -> bool:
+    """End the owner's booking: a final status, or START again (requeue), and log ``event``
+    (kind, detail). Conditional on ownership; returns False when it was lost."""
     changes: dict[str, Any] = {"status": status, "error": error}
     if workdir is not None:
         changes["workdir"] = workdir
@@ -621,7 +638,21 @@ def release_owned(conn: Connection, token: Token, status: Status, *, priority: f
         changes["worker_id"] = None
     else:
         changes["finished_at"] = db_now()
-    return touch_owned(conn, token, **changes)
+    kind, detail = event
+    if _is_sqlite(conn):
+        if not touch_owned(conn, token, **changes):
+            return False
+        add_events(conn, kind, [token.job_id], worker_id=token.worker_id, detail=detail)
+        return True
+    # One round trip on PostgreSQL: the update and its event.
+    updated = (sa.update(jobs).where(*_owned(token))
+               .values(updated_at=db_now(), heartbeat_at=db_now(), **changes)
+               .returning(jobs.c.id).cte("released"))
+    stmt = sa.insert(events).from_select(
+        ["job_id", "kind", "worker_id", "detail"],
+        sa.select(updated.c.id, sa.literal(kind), sa.literal(token.worker_id),
+                  sa.literal(detail))).returning(events.c.job_id)
+    return conn.execute(stmt).first() is not None
 
 
 def heartbeat(conn: Connection, worker_id: str, tokens: Sequence[Token]) -> set[int]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 # Everything is imported before the user's directories go first on sys.path, so that a
 # project file named like a module we use (string.py, subprocess.py) cannot replace it.
@@ -181,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     # Before anything slow: a stop asked while the experiment imports becomes 'stop'.
     channel = Channel(None)
     channel.install_signal_handlers()
+    # SIGUSR1 drains the worker; when it is sent to the whole unit (`systemctl kill`, a
+    # batch system signalling the job's process tree), the experiment must not die of it.
+    # Ignoring survives exec, so a command experiment's programs are spared too.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     spec_path, fd = args[0], int(args[1])
     os.set_inheritable(fd, False)  # programs the experiment starts must not hold our pipe
     with open(spec_path, encoding="utf-8") as f:

@@ -145,13 +145,21 @@ def test_drain_all_finishes_current_jobs_and_books_nothing_new(
     assert len(ids) == 6
 
 
-def test_sigusr1_drains_locally(pg_store, pg_url, workers):
-    pg_store.enqueue(LOOP, [{"total": 40, "sleep": 0.02, "i": i} for i in range(3)])
+def test_sigusr1_drains_locally_and_spares_the_experiments(pg_store, pg_url, tmp_path,
+                                                         workers):
+    ids = pg_store.enqueue(LOOP, [{"total": 40, "sleep": 0.02, "i": i} for i in range(3)])\
+        .created
     a = workers(pg_url, "a")
     wait_for(lambda: pg_store.jobs(statuses=["RUNNING"]), 30, "a running job")
+    log = wait_for(lambda: next(tmp_path.glob(f"dbdict-jobs/*/default/{ids[0]}/starts.log"),
+                                None), 30, "the experiment's first line")
+    child = int(wait_for(log.read_text, 10, "starts.log written").split("pid ")[1])
+    # As `systemctl kill -s USR1` does: the signal reaches the experiment too.
+    os.kill(child, signal.SIGUSR1)
     a.signal(signal.SIGUSR1)
     assert a.wait(60) == 0
     assert pg_store.counts() == {("default", Status.DONE): 1, ("default", Status.START): 2}
+    assert pg_store.job(ids[0])[0].status == Status.DONE
 
 
 def test_idle_worker_picks_up_a_new_job_without_fast_polling(pg_store, pg_url, workers):

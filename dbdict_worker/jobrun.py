@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from dbdict_worker import state as statemod
 from dbdict_worker.constants import Status
+from dbdict_worker.forkserver import ForkServer
 from dbdict_worker.process import JobProcess, JobSpec, Outcome, StartError
 from dbdict_worker.sync import PeriodicPusher, Syncer, SyncError
 from dbdict_worker.workdir import user_keys
@@ -49,8 +50,10 @@ class JobRun:
     def __init__(self, spec: JobSpec, *, syncer: Syncer | None = None,
                  on_save: Callable[[dict[str, Any]], None] | None = None,
                  on_start: Callable[[JobProcess], None] | None = None,
-                 grace: float = 60.0, push_interval: float | None = None) -> None:
+                 grace: float = 60.0, push_interval: float | None = None,
+                 forkserver: ForkServer | None = None) -> None:
         self.spec = spec
+        self.forkserver = forkserver
         self.syncer = syncer
         self.on_save = on_save
         self.on_start = on_start
@@ -98,7 +101,7 @@ class JobRun:
             return RunResult(Outcome(Status.START, start_state, error="stopped before start",
                                      stopped=True, workdir=workdir))
         try:
-            proc = JobProcess.start(self.spec)
+            proc = JobProcess.start(self.spec, forkserver=self.forkserver)
         except StartError as e:
             return self._push(Outcome(Status.ERR_START, start_state, error=str(e),
                                       workdir=workdir))

@@ -36,6 +36,7 @@ from dbdict_worker import state as statemod
 from dbdict_worker.channel import save_interval_from_env
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError
+from dbdict_worker.forkserver import ForkedChild, ForkServer
 from dbdict_worker.workdir import (
     ERROR_KEY,
     STATUS_KEY,
@@ -139,13 +140,13 @@ def describe_returncode(rc: int) -> str:
 class JobProcess:
     """One running job: start it, read its saves, wait, signal, stop. Thread-safe."""
 
-    def __init__(self, spec: JobSpec, workdir: Workdir, proc: subprocess.Popen, read_fd: int,
-                 private_dir: str, start_state: dict[str, Any],
+    def __init__(self, spec: JobSpec, workdir: Workdir, child: "PopenChild | ForkedChild",
+                 read_fd: int, private_dir: str, start_state: dict[str, Any],
                  reserved: dict[str, Any]) -> None:
         self.spec = spec
         self.workdir = workdir
-        self.pid = proc.pid
-        self._proc = proc
+        self.pid = child.pid
+        self._child = child
         self._read_fd = read_fd
         self._private_dir = private_dir
         self._reserved = reserved
@@ -174,9 +175,10 @@ class JobProcess:
     # --- starting ---------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, spec: JobSpec) -> "JobProcess":
+    def start(cls, spec: JobSpec, *, forkserver: "ForkServer | None" = None) -> "JobProcess":
         """Prepare the workdir (orig.conf on the first run, current.conf marked RUNNING) and
-        spawn the child. StartError (an ERR_START) if any of that fails."""
+        spawn the child, forked by ``forkserver`` when one is given (and usable: same
+        interpreter), else as a new interpreter. StartError (an ERR_START) if that fails."""
         workdir = Workdir(spec.workdir)
         try:
             workdir.create()
@@ -224,10 +226,20 @@ class JobProcess:
                 out = open(workdir.stdout, "ab")
                 err = open(workdir.stderr, "ab")
             read_fd, write_fd = os.pipe()
-            proc = subprocess.Popen(
-                [spec.python, "-m", "dbdict_worker.runner", spec_path, str(write_fd)],
-                cwd=private_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                pass_fds=(write_fd,), start_new_session=True)
+            child: PopenChild | ForkedChild | None = None
+            if forkserver is not None and spec.python == sys.executable:
+                try:
+                    child = forkserver.spawn(
+                        spec_path=spec_path, cwd=private_dir, env=env, pipe_fd=write_fd,
+                        stdout_fd=out.fileno() if out else None,
+                        stderr_fd=err.fileno() if err else None)
+                except OSError as e:
+                    log.warning("fork server unavailable (%s): starting a new interpreter", e)
+            if child is None:
+                child = PopenChild(subprocess.Popen(
+                    [spec.python, "-m", "dbdict_worker.runner", spec_path, str(write_fd)],
+                    cwd=private_dir, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=err, pass_fds=(write_fd,), start_new_session=True))
         except OSError as e:
             if read_fd >= 0:
                 os.close(read_fd)
@@ -239,7 +251,7 @@ class JobProcess:
             for f in (out, err):
                 if f is not None:
                     f.close()
-        return cls(spec, workdir, proc, read_fd, private_dir, start_state, reserved)
+        return cls(spec, workdir, child, read_fd, private_dir, start_state, reserved)
 
     # --- what the caller reads --------------------------------------------------------------
 
@@ -374,12 +386,9 @@ class JobProcess:
                 _killpg(self.pid, signal.SIGKILL)
 
     def _wait_loop(self) -> None:
-        _wait_exited(self._proc)
+        self._child.wait_exited()
         with self._lock:
-            # The exited leader is still a zombie, so its pid (our group id) cannot have been
-            # reused yet: kill whatever it left in its group, then reap it.
-            _killpg(self.pid, signal.SIGKILL)
-            returncode = self._proc.wait()
+            returncode = self._child.reap_group()
             self._reaped = True
         if self._linger_timer is not None:
             self._linger_timer.cancel()
@@ -425,6 +434,25 @@ class JobProcess:
             log.warning("job process %d: cannot update %s: %s", self.pid,
                         self.workdir.current_conf, e)
         return Outcome(status, state, error=error, **common)
+
+
+class PopenChild:
+    """A job process started as a new interpreter (what :class:`ForkedChild` mirrors)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.pid = proc.pid
+        self._proc = proc
+
+    def wait_exited(self) -> None:
+        """Block until the process has exited, without reaping it."""
+        _wait_exited(self._proc)
+
+    def reap_group(self) -> int:
+        """Kill what the process left in its group, then reap it; its exit status."""
+        # The exited leader is still a zombie, so its pid (our group id) cannot have been
+        # reused yet.
+        _killpg(self.pid, signal.SIGKILL)
+        return self._proc.wait()
 
 
 def _killpg(pgid: int, sig: int) -> bool:

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from dbdict_worker import sdnotify
+from dbdict_worker import forkserver, sdnotify
 from dbdict_worker.constants import RESTART_PRIORITY, Status
 from dbdict_worker.db import workers as workerq
 from dbdict_worker.errors import DatabaseUnavailable, LostOwnership
@@ -115,6 +115,7 @@ class Supervisor:
         self._next_beat = 0.0
         self._next_poll = 0.0
         self.listener = None
+        self.forkserver = forkserver.ForkServer() if forkserver.enabled() else None
         self._free_gpus = list(config.gpus or [])
         db_name = store.target.url.database or "db"
         if store.target.is_sqlite:
@@ -261,7 +262,7 @@ class Supervisor:
         spec = JobSpec(job.experiment, booking.state, workdir=local, reserved=info,
                        env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})
         syncer = Syncer(remote, local) if remote is not None else None
-        run = JobRun(spec, syncer=syncer, grace=self.cfg.grace,
+        run = JobRun(spec, syncer=syncer, grace=self.cfg.grace, forkserver=self.forkserver,
                      on_save=lambda state, i=job.id: self.events.put(("save", i, state)))
         slot = Slot(booking, run, local, remote, gpu, time.monotonic())
         slot.thread = threading.Thread(target=self._slot_main, args=(slot,),
@@ -475,6 +476,8 @@ class Supervisor:
                 slot.thread.join(timeout=self.cfg.grace + 10)
         if self.listener is not None:
             self.listener.stop()
+        if self.forkserver is not None:
+            self.forkserver.close()
         deadline = time.monotonic() + 30.0
         while self.finals and time.monotonic() < deadline:
             self._db_retry_at = 0.0

@@ -68,7 +68,8 @@ def _bench_table() -> str:
 
 
 def measure_enqueue(url: str, n: int) -> dict[str, float]:
-    """Enqueue ``n`` jobs x 10 params; and COPY the same jobs' rows into scratch tables."""
+    """Enqueue ``n`` jobs x 10 params, then export them to CSV; next to a bare COPY of the
+    same rows into scratch tables, and a bare COPY of the state rows out."""
     from dbdict_worker.store import Store
 
     states = sample_states(n)
@@ -78,10 +79,33 @@ def measure_enqueue(url: str, n: int) -> dict[str, float]:
         result = store.enqueue("bench.noop", states, table=table)
         seconds = time.perf_counter() - t
         assert len(result.created) == n
+        with open(os.devnull, "w") as sink:
+            t = time.perf_counter()
+            exported = store.export(sink, fmt="csv", tables=[table])
+            export_s = time.perf_counter() - t
+        assert exported == n
+        bare_out = _bare_copy_out(store, result.created)
         store.delete(tables=[table])
         bare = _bare_copy(store, states)
         _drop_table(store, table)
-    return {"enqueue_jobs_per_s": n / seconds, "bare_copy_jobs_per_s": n / bare}
+    return {"enqueue_jobs_per_s": n / seconds, "bare_copy_jobs_per_s": n / bare,
+            "export_csv_s": export_s, "bare_copy_out_s": bare_out}
+
+
+def _bare_copy_out(store, ids: list[int]) -> float:
+    """Seconds to COPY the jobs' state rows out, unpivoted, with psycopg2."""
+    raw = store.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        t = time.perf_counter()
+        with open(os.devnull, "w") as sink:
+            cur.copy_expert(
+                f"COPY (SELECT job_id, key, txt FROM state WHERE job_id BETWEEN {min(ids)} "
+                f"AND {max(ids)} ORDER BY job_id, key) TO STDOUT WITH CSV", sink)
+        raw.rollback()
+        return time.perf_counter() - t
+    finally:
+        raw.close()
 
 
 def _bare_copy(store, states: list[dict[str, Any]]) -> float:
@@ -343,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         bare = figures[f"bare_book_finish_{p}p_jobs_per_s"]
         print(f"{'book+finish ' + str(n_book) + f', {p} procs':<36} {ours:>10.0f}   "
               f"bare psycopg2 {bare:.0f} (ratio {ours / bare:.0%})")
+    print(f"{'export ' + str(n_enqueue) + ' x 10 keys to CSV (s)':<36} "
+          f"{figures['export_csv_s']:>10.2f}   "
+          f"bare COPY of the rows out {figures['bare_copy_out_s']:.2f} s")
     print(f"{'end to end ' + str(n_e2e) + ' no-op jobs, 2 slots':<36} "
           f"{figures['end_to_end_2slots_jobs_per_s']:>10.1f}   "
           f"bare python -c pass x2 {figures['bare_spawn_2x_per_s']:.1f}/s")

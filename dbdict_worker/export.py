@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from typing import IO, Any, Iterable, Mapping
 
@@ -34,6 +35,28 @@ def write_csv(out: IO[str], user_keys: Iterable[str],
         writer.writerow([cell(flat.get(c)) for c in columns])
         n += 1
     return n
+
+
+class LineCounter(io.TextIOBase):
+    """A text stream wrapper that counts the CSV records written through it (COPY output:
+    a record ends with a newline outside quotes). A TextIOBase, so psycopg2 writes str."""
+
+    def __init__(self, out: IO[str]) -> None:
+        super().__init__()
+        self.out = out
+        self.rows = -1  # the header is not a job
+        self._quoted = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:  # type: ignore[override]
+        for part in text.split('"'):
+            if not self._quoted:
+                self.rows += part.count("\n")
+            self._quoted = not self._quoted
+        self._quoted = not self._quoted  # n parts have n - 1 quotes between them
+        return self.out.write(text)
 
 
 def write_json(out: IO[str], rows: Iterable[tuple[Job, Mapping[str, Any]]]) -> int:

@@ -317,6 +317,13 @@ class Store:
             keys = self.retry(lambda: queries.key_types(conn, sel))
             if fmt == "table":
                 return exportmod.write_table(out, keys, rows)
+            if fmt == "csv" and not self.target.is_sqlite:
+                # The server pivots and formats (COPY), ~10x faster than Python for big
+                # exports; tests check it writes what write_csv writes.
+                counter = exportmod.LineCounter(out)
+                views.copy_out(conn, views.csv_select(conn, sel, sorted(keys)), counter)
+                conn.rollback()
+                return counter.rows
             return exportmod.write_csv(out, keys, rows)
 
     # ---------------------------------------------------------------------------------------

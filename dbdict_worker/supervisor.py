@@ -153,11 +153,13 @@ class Supervisor:
                     self._beat()
                     self._next_beat = now + self.cfg.heartbeat
                 self._drain_events(timeout=0)
-                self._flush()
+                # Book before writing the results of finished jobs: a free slot starts its
+                # next job while this thread writes the previous one's status.
                 if self._may_book() and (self._wake or now >= self._next_poll):
                     self._wake = False
                     self._next_poll = now + self.poll_interval
                     self._book()
+                self._flush()
                 if self._finished():
                     break
                 self._drain_events(timeout=self._idle_timeout())

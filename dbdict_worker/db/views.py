@@ -100,6 +100,58 @@ def view_select(conn: Connection, sel: Selection) -> tuple[sa.Select, list[str]]
     return stmt, names
 
 
+def _py_float_text(col: sa.ColumnElement) -> sa.ColumnElement:
+    """A float8 spelled like Python's repr: PostgreSQL prints 2.0 as '2'."""
+    return sa.case(
+        ((col == sa.func.trunc(col)) & (sa.func.abs(col) < 1e16),
+         sa.cast(sa.cast(col, sa.BigInteger), sa.Text) + ".0"),
+        else_=sa.cast(col, sa.Text))
+
+
+def _py_time_text(col: sa.ColumnElement) -> sa.ColumnElement:
+    """A timestamptz spelled like Python's ``datetime.isoformat()`` in UTC."""
+    return sa.func.to_char(sa.func.timezone("UTC", col),
+                           'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+
+
+def csv_select(conn: Connection, sel: Selection, keys: list[str]) -> str:
+    """SQL (literals inlined, PostgreSQL) whose rows are exactly what
+    :func:`dbdict_worker.export.write_csv` writes, for ``COPY ... TO STDOUT``: the server
+    pivots the state, so a big export never decodes values in Python."""
+    text = sa.Text
+    cols = [
+        sa.cast(jobs.c.id, text).label("dbdict.id"),
+        job_tables.c.name.label("dbdict.table"),
+        jobs.c.experiment.label("dbdict.experiment"),
+        _status_name().label("dbdict.status"),
+        _py_float_text(jobs.c.priority).label("dbdict.priority"),
+        sa.cast(jobs.c.attempts, text).label("dbdict.attempts"),
+        sa.cast(jobs.c.replica, text).label("dbdict.replica"),
+        jobs.c.host.label("dbdict.host"),
+        jobs.c.worker_id.label("dbdict.worker"),
+        jobs.c.workdir.label("dbdict.workdir"),
+        jobs.c.error.label("dbdict.error"),
+        _py_time_text(jobs.c.created_at).label("dbdict.created"),
+        _py_time_text(jobs.c.booked_at).label("dbdict.booked"),
+        _py_time_text(jobs.c.finished_at).label("dbdict.finished"),
+    ]
+    for key in keys:
+        # txt is each value's exact Python spelling already (None has none).
+        mine = state.c.key == sa.literal(key, sa.Text)
+        cols.append(sa.func.max(sa.case((mine, state.c.txt))).label(key))
+    inner = (
+        sa.select(*cols, jobs.c.id.label("_order"))
+        .select_from(jobs.join(job_tables).outerjoin(state, state.c.job_id == jobs.c.id))
+        .where(*_selection_filter(sel))
+        .group_by(jobs.c.id, job_tables.c.id, job_tables.c.name)
+        .subquery("pivot")
+    )
+    # Empty strings as NULL, so that both come out as an empty field, as csv.writer does.
+    stmt = sa.select(*[sa.func.nullif(inner.c[c.name], "").label(c.name) for c in cols])\
+        .order_by(inner.c._order)
+    return str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+
 def create_view(conn: Connection, name: str, sel: Selection) -> list[str]:
     """(Re)create the view ``name`` over the jobs of ``sel``; returns its column names."""
     if name in metadata.tables or not name.strip():
@@ -117,6 +169,15 @@ def drop_view(conn: Connection, name: str) -> None:
     if name in metadata.tables:
         raise UsageError(f"{name!r} is one of dbdict's tables, not a view")
     _exec_raw(conn, f"DROP VIEW IF EXISTS {conn.dialect.identifier_preparer.quote_identifier(name)}")
+
+
+def copy_out(conn: Connection, sql: str, out) -> None:  # noqa: ANN001
+    """``COPY (sql) TO STDOUT`` as CSV with a header, into the text stream ``out``."""
+    cur = conn.connection.driver_connection.cursor()
+    try:
+        cur.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)", out)
+    finally:
+        cur.close()
 
 
 def _exec_raw(conn: Connection, sql: str) -> None:

@@ -91,3 +91,29 @@ def test_json_export(store):
     empty = io.StringIO()
     assert store.export(empty, fmt="json", where=[("lr", 7)]) == 0
     assert json.loads(empty.getvalue()) == []
+
+
+def test_postgres_csv_by_copy_equals_the_python_writer(pg_store):
+    from dbdict_worker import export
+
+    tricky = [
+        {"s": "a,b", "q": 'say "hi"', "nl": "two\nlines", "empty": "", "u": "日本 ✓",
+         "f": 2.0, "g": 1e-05, "h": float("nan"), "i": float("-inf"), "b": True, "n": None,
+         "l": [1, (2.5, "x")], "big": 2**62, "neg": -3, "tiny": 5e-324, "e20": 1e20},
+        {"s": "plain", "f": 0.1, "b": False, "only_here": 7},
+        {"s": "\\back\\slash", "f": 123456789.125, "q": "\t tab"},
+    ]
+    ids = pg_store.enqueue("pkg.exp", tricky, priority=2.0).created
+    pg_store.set_priority(1.5, ids=[ids[1]])
+    for b in pg_store.book("w", "h\"ost,1", n=2):
+        pg_store.finish(b.token, Status.DONE, state=dict(b.state, result=0.5),
+                        workdir="/x,y", error="")
+    by_copy = io.StringIO()
+    assert pg_store.export(by_copy, fmt="csv") == 3
+    by_python = io.StringIO()
+    keys = {k for _, s in pg_store.jobs_with_state() for k in s}
+    export.write_csv(by_python, keys, pg_store.jobs_with_state())
+    copy_rows = list(csv.reader(io.StringIO(by_copy.getvalue())))
+    python_rows = list(csv.reader(io.StringIO(by_python.getvalue())))
+    assert copy_rows == python_rows
+    assert len(copy_rows) == 4 and copy_rows[1][copy_rows[0].index("nl")] == "two\nlines"

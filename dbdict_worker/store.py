@@ -376,8 +376,7 @@ class Store:
                 self._booking_tables[key] = self._table_ids(conn, names)
             ids = self._booking_tables[key]
             booked = queries.book(conn, worker_id=worker_id, host=host, table_ids=ids, n=n)
-            states = queries.select_state(conn, [j.id for j in booked])
-            return [Booking(j, Token(j.id, worker_id, j.attempts), states[j.id]) for j in booked]
+            return [Booking(j, Token(j.id, worker_id, j.attempts), st) for j, st in booked]
         return self.transaction(run)
 
     def _owned_write(self, token: Token, what: str,

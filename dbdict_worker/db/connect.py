@@ -190,19 +190,20 @@ class Retrier:
         self.recovered_at: float | None = None
 
     def __call__(self, fn: Callable[[], T]) -> T:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_transient),
-            wait=tenacity.wait_random_exponential(multiplier=0.05, max=5.0),
-            stop=tenacity.stop_after_delay(self.seconds),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
         try:
-            result = retrying(fn)
+            try:
+                result = fn()  # the common case pays for no retry machinery
+            except sa.exc.DBAPIError as exc:
+                if not is_transient(exc):
+                    raise
+                self._note_failure(exc)
+                result = tenacity.Retrying(
+                    retry=tenacity.retry_if_exception(is_transient),
+                    wait=tenacity.wait_random_exponential(multiplier=0.05, max=5.0),
+                    stop=tenacity.stop_after_delay(self.seconds),
+                    reraise=True,
+                )(fn)
         except sa.exc.DBAPIError as exc:
-            if is_transient(exc):
-                # Marked failing even without a retry, so that recovered_at sees the outage.
-                self._failing = True
             msg = describe(exc, self.target)
             if is_transient(exc):
                 raise DatabaseUnavailable(
@@ -220,16 +221,12 @@ class Retrier:
             log.warning("database %s is reachable again", self.target.safe_url)
         return result
 
-    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+    def _note_failure(self, exc: BaseException) -> None:
+        # Once per outage: the first failure says so; "reachable again" ends it.
         if not self._failing:
             self._failing = True
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "database %s: %s; retrying for up to %gs",
-                self.target.safe_url,
-                describe(exc, self.target) if exc else "failure",
-                self.seconds,
-            )
+            log.warning("database %s: %s; retrying for up to %gs", self.target.safe_url,
+                        describe(exc, self.target), self.seconds)
 
 
 def retry_seconds_from_env(default: float = DEFAULT_RETRY_SECONDS) -> float:

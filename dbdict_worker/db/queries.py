@@ -565,23 +565,29 @@ def _book_statement_pg(with_tables: bool) -> sa.Select:
     table's name, in one round trip."""
     picked = _pick(with_tables).with_for_update(skip_locked=True).cte("picked")
     updated = (sa.update(jobs).where(jobs.c.id == picked.c.id)
-               .values(**_book_changes(sa.bindparam("worker_id"), sa.bindparam("host")))
+               .values(**_book_changes(sa.bindparam("new_worker"), sa.bindparam("new_host")))
                .returning(*jobs.c).cte("booked"))
     logged = sa.insert(events).from_select(
         ["job_id", "kind", "worker_id", "detail"],
-        sa.select(updated.c.id, sa.literal("booked"), sa.bindparam("worker_id"),
-                  sa.bindparam("host"))).cte("logged")
+        sa.select(updated.c.id, sa.literal("booked"), sa.bindparam("new_worker"),
+                  sa.bindparam("new_host"))).cte("logged")
     columns = [updated.c[c.name] if c.table is jobs else c for c in _JOB_COLUMNS]
-    return (sa.select(*columns)
+    # The state comes along as JSON: [[key, vtype, txt], ...] (txt alone spells every value).
+    st = state.alias("s")
+    state_json = (sa.select(sa.func.json_agg(sa.func.json_build_array(st.c.key, st.c.vtype,
+                                                                      st.c.txt)))
+                  .where(st.c.job_id == updated.c.id).scalar_subquery())
+    return (sa.select(*columns, state_json)
             .select_from(updated.join(job_tables, job_tables.c.id == updated.c.table_id))
             .add_cte(logged))
 
 
 def book(conn: Connection, *, worker_id: str, host: str, table_ids: Sequence[int] | None,
-         n: int) -> list[Job]:
-    """Book up to ``n`` ready jobs for ``worker_id`` in one statement: highest priority first,
-    then lowest id; rows another booker holds are skipped, never waited for."""
-    params: dict[str, Any] = {"n": n, "worker_id": worker_id, "host": host}
+         n: int) -> list[tuple[Job, dict[str, Any]]]:
+    """Book up to ``n`` ready jobs for ``worker_id``, highest priority first, then lowest
+    id; rows another booker holds are skipped, never waited for. Returns each job with its
+    flat state (one round trip on PostgreSQL)."""
+    params: dict[str, Any] = {"n": n, "new_worker": worker_id, "new_host": host}
     if table_ids is not None:
         params["table_ids"] = list(table_ids)
     if _is_sqlite(conn):
@@ -593,11 +599,15 @@ def book(conn: Connection, *, worker_id: str, host: str, table_ids: Sequence[int
         if not ids:
             return []
         add_events(conn, "booked", ids, worker_id=worker_id, detail=host)
-        booked = select_jobs(conn, Selection(ids=tuple(ids)))
+        found = select_jobs(conn, Selection(ids=tuple(ids)))
+        states = select_state(conn, ids)
+        booked = [(j, states[j.id]) for j in found]
     else:
-        booked = [_job(r) for r in conn.execute(_book_statement_pg(table_ids is not None),
-                                                params)]
-    return sorted(booked, key=lambda j: (-j.priority, j.id))
+        booked = []
+        for row in conn.execute(_book_statement_pg(table_ids is not None), params):
+            flat = {key: values.decode(vtype, None, txt) for key, vtype, txt in row[-1] or ()}
+            booked.append((_job(row[:-1]), dict(sorted(flat.items()))))
+    return sorted(booked, key=lambda b: (-b[0].priority, b[0].id))
 
 
 def _owned(token: Token) -> list[sa.ColumnElement[bool]]:
@@ -644,15 +654,32 @@ def release_owned(conn: Connection, token: Token, status: Status, *, priority: f
             return False
         add_events(conn, kind, [token.job_id], worker_id=token.worker_id, detail=detail)
         return True
-    # One round trip on PostgreSQL: the update and its event.
-    updated = (sa.update(jobs).where(*_owned(token))
-               .values(updated_at=db_now(), heartbeat_at=db_now(), **changes)
+    params = {f"new_{k}": v for k, v in changes.items() if k != "finished_at"}
+    params.update(own_id=token.job_id, own_worker=token.worker_id, own_attempt=token.attempt,
+                  kind=kind, detail=detail)
+    stmt = _release_statement_pg(tuple(sorted(changes)))
+    return conn.execute(stmt, params).first() is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _release_statement_pg(columns: tuple[str, ...]) -> sa.Insert:
+    """The release statement for a set of changed columns, built once with bind parameters:
+    the conditional update and its event, in one round trip."""
+    # Bind names differ from column names: in an UPDATE, a bind parameter named like a
+    # column is taken as that column's new value.
+    values: dict[str, Any] = {c: sa.bindparam(f"new_{c}") for c in columns
+                              if c != "finished_at"}
+    if "finished_at" in columns:
+        values["finished_at"] = db_now()
+    owned = [jobs.c.id == sa.bindparam("own_id"), jobs.c.worker_id == sa.bindparam("own_worker"),
+             jobs.c.attempts == sa.bindparam("own_attempt"), jobs.c.status == Status.RUNNING]
+    updated = (sa.update(jobs).where(*owned)
+               .values(updated_at=db_now(), heartbeat_at=db_now(), **values)
                .returning(jobs.c.id).cte("released"))
-    stmt = sa.insert(events).from_select(
+    return sa.insert(events).from_select(
         ["job_id", "kind", "worker_id", "detail"],
-        sa.select(updated.c.id, sa.literal(kind), sa.literal(token.worker_id),
-                  sa.literal(detail))).returning(events.c.job_id)
-    return conn.execute(stmt).first() is not None
+        sa.select(updated.c.id, sa.bindparam("kind"), sa.bindparam("own_worker"),
+                  sa.bindparam("detail"))).returning(events.c.job_id)
 
 
 def heartbeat(conn: Connection, worker_id: str, tokens: Sequence[Token]) -> set[int]:

@@ -225,6 +225,39 @@ def measure_book_finish(url: str, n: int, procs: int) -> dict[str, float]:
             f"bare_book_finish_{procs}p_jobs_per_s": bare_rate}
 
 
+def measure_booking_with_history(url: str, finished: int, n: int) -> dict[str, float]:
+    """Book+finish rate (1 process) with ``finished`` DONE jobs in the same table, next to
+    the same rate measured first without them: finished jobs must not slow booking down."""
+    import sqlalchemy as sa
+
+    from dbdict_worker.store import Store
+
+    with Store.open(url) as store:
+        full = store.target.url.render_as_string(hide_password=False)
+        table = _bench_table()
+        store.enqueue("bench.noop", [{"i": i} for i in range(n)], table=table)
+        before = _run_processes(_store_worker, lambda k: (full, table, "bench-h0"), 1)
+        with store.engine.begin() as conn:
+            table_id = conn.execute(sa.text("SELECT id FROM job_tables WHERE name = :n"),
+                                    {"n": table}).scalar_one()
+            conn.execute(sa.text(
+                "INSERT INTO jobs (table_id, experiment, status, params_hash, finished_at) "
+                "SELECT :t, 'bench.done', 2, md5(g::text), now() "
+                "FROM generate_series(1, :n) AS g"), {"t": table_id, "n": finished})
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM ANALYZE jobs"))
+        store.enqueue("bench.noop", [{"i": i, "again": True} for i in range(n)], table=table)
+        after = _run_processes(_store_worker, lambda k: (full, table, "bench-h1"), 1)
+        with store.engine.begin() as conn:
+            plan = "\n".join(r[0] for r in conn.execute(sa.text(
+                "EXPLAIN SELECT id FROM jobs WHERE status = 0 AND table_id IN (:t) "
+                "ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"), {"t": table_id}))
+        store.delete(tables=[table])
+        _drop_table(store, table)
+    return {"book_finish_with_history_jobs_per_s": after, "book_finish_empty_jobs_per_s": before,
+            "history_plan_uses_ready_index": float("jobs_ready" in plan and "Sort" not in plan)}
+
+
 # ---------------------------------------------------------------------------------------------
 # through a real worker
 
@@ -342,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procs", default="4", help="comma-separated process counts")
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure (median)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--history", type=int, default=0, metavar="N",
+                        help="also measure booking with N finished jobs in the table "
+                             "(e.g. 1000000)")
     args = parser.parse_args(argv)
     n_enqueue, n_book, n_e2e, n_pickup = \
         (5_000, 1_000, 100, 10) if args.quick else (100_000, 10_000, 1_000, 50)
@@ -352,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             measured.update(measure_book_finish(args.db, n_book, p))
         measured.update(measure_end_to_end(args.db, n_e2e))
         measured.update(measure_pickup(args.db, n_pickup))
+        if args.history:
+            measured.update(measure_booking_with_history(args.db, args.history, n_book // 2))
         for k, v in measured.items():
             runs.setdefault(k, []).append(v)
     figures = {k: statistics.median(v) for k, v in runs.items()}
@@ -376,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'pickup latency p50 / p95 (ms)':<36} "
           f"{figures['pickup_p50_ms']:>5.0f} /{figures['pickup_p95_ms']:>3.0f}   "
           f"bare python -c pass {figures['bare_spawn_ms']:.0f} ms")
+    if args.history:
+        print(f"{f'book+finish, {args.history} DONE in table':<36} "
+              f"{figures['book_finish_with_history_jobs_per_s']:>10.0f}   "
+              f"same table empty {figures['book_finish_empty_jobs_per_s']:.0f}; plan on the "
+              f"ready index: {bool(figures['history_plan_uses_ready_index'])}")
     return 0
 
 

@@ -373,11 +373,13 @@ def _conf_value(raw: str) -> Any:
     return parse_value(raw if cut is None else raw[:cut])
 
 
-def _comment_start(raw: str) -> int | None:
-    """Index of a whitespace-preceded '#' outside quotes, or None."""
+def unquoted(text: str):
+    """Yield ``(index, char)`` for the characters of ``text`` outside Python string quotes
+    (backslash escapes inside quotes understood); then ``(len(text), quote)`` if a quote is
+    left open (``quote`` is the opening character)."""
     quote = None
     escaped = False
-    for i, ch in enumerate(raw):
+    for i, ch in enumerate(text):
         if quote:
             if escaped:
                 escaped = False
@@ -387,7 +389,16 @@ def _comment_start(raw: str) -> int | None:
                 quote = None
         elif ch in "'\"":
             quote = ch
-        elif ch == "#" and i > 0 and raw[i - 1].isspace():
+        else:
+            yield i, ch
+    if quote:
+        yield len(text), quote
+
+
+def _comment_start(raw: str) -> int | None:
+    """Index of a whitespace-preceded '#' outside quotes, or None."""
+    for i, ch in unquoted(raw):
+        if ch == "#" and i > 0 and raw[i - 1].isspace():
             return i
     return None
 

@@ -211,18 +211,11 @@ _CLOSING = {")": "(", "]": "[", "}": "{"}
 
 def _split_top_level(text: str, arg: str) -> list[str]:
     """Split at commas outside brackets and quotes; raise UsageError if unbalanced."""
-    items, stack, quote, escaped, start = [], [], None, False, 0
-    for i, ch in enumerate(text):
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
+    items, stack, start = [], [], 0
+    for i, ch in state.unquoted(text):
+        if i == len(text):  # a quote left open
+            raise UsageError(f"unbalanced {ch!r} in {arg!r}")
+        if ch in "([{":
             stack.append(ch)
         elif ch in ")]}":
             if not stack or stack.pop() != _CLOSING[ch]:
@@ -230,7 +223,7 @@ def _split_top_level(text: str, arg: str) -> list[str]:
         elif ch == "," and not stack:
             items.append(text[start:i].strip())
             start = i + 1
-    if quote or stack:
-        raise UsageError(f"unbalanced {quote or stack[-1]!r} in {arg!r}")
+    if stack:
+        raise UsageError(f"unbalanced {stack[-1]!r} in {arg!r}")
     items.append(text[start:].strip())
     return items

@@ -69,28 +69,28 @@ def _target(url: sa.URL):
     return Target(url, None)
 
 
-@pytest.fixture
-def pg_url(pg_server) -> str:
-    """A fresh PostgreSQL database with the current schema, as a URL string."""
-    engine, url, template = pg_server
-    name = f"dbdict_t_{os.getpid()}_{next(_counter)}"
+def _fresh_database(pg_server, prefix: str, template: bool):
+    """Create a database (a clone of the schema template, or empty), yield its URL, drop it."""
+    engine, url, template_name = pg_server
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+    clause = f' TEMPLATE "{template_name}"' if template else ""
     with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"{clause}')
     yield url.set(database=name).render_as_string(hide_password=False)
     with engine.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh PostgreSQL database with the current schema, as a URL string."""
+    yield from _fresh_database(pg_server, "dbdict_t", template=True)
 
 
 @pytest.fixture
 def empty_pg_url(pg_server) -> str:
     """A fresh PostgreSQL database with no schema at all."""
-    engine, url, _ = pg_server
-    name = f"dbdict_e_{os.getpid()}_{next(_counter)}"
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield url.set(database=name).render_as_string(hide_password=False)
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _fresh_database(pg_server, "dbdict_e", template=False)
 
 
 @pytest.fixture

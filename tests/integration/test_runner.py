@@ -12,20 +12,9 @@ from dbdict_worker.cmdexp import CommandTemplate
 from dbdict_worker.constants import Status
 from dbdict_worker.process import JobProcess, JobSpec, Outcome
 from dbdict_worker.state import read_conf
+from tests.waiting import wait_for
 
 EX = "dbdict_worker.examples."
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def conf_step(path: Path) -> int:

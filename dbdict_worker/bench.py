@@ -368,8 +368,9 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> None:
 # command line
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run the benchmarks and print the table (or JSON); returns the exit code."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", required=True, help="PostgreSQL URL (the schema must exist)")
     parser.add_argument("--quick", action="store_true", help="small sizes (for CI)")
     parser.add_argument("--procs", default="4", help="comma-separated process counts")

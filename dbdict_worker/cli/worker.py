@@ -174,13 +174,13 @@ def status(as_json, include_stopped, db, table, debug) -> None:
                                     if s.name in totals) if totals else "jobs: none")
 
 
-@main.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+@main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args) -> None:
-    """Measure this installation against a database (see `dbdict-worker bench --help`)."""
+    """Measure this installation against a database (`dbdict-worker bench --help`)."""
     from dbdict_worker import bench as benchmod
 
-    sys.exit(benchmod.main(list(args)))
+    sys.exit(benchmod.main(list(args), prog="dbdict-worker bench"))
 
 
 if __name__ == "__main__":  # pragma: no cover (the password re-exec comes through here)

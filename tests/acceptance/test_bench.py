@@ -1,0 +1,26 @@
+"""`dbdict-worker bench --quick` runs against a real PostgreSQL and cleans up after itself."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dbdict_worker.store import Store
+
+
+@pytest.mark.slow
+def test_quick_bench_prints_every_figure_and_leaves_nothing(pg_cli, pg_url):
+    store = Store.open(pg_url)
+    store.enqueue("user.exp", [{"mine": 1}], table="users_own")
+    proc = pg_cli("dbdict-worker", "bench", "--db", pg_url, "--quick", "--json", timeout=600)
+    figures = json.loads(proc.stdout)
+    for name in ("enqueue_jobs_per_s", "bare_copy_jobs_per_s", "export_csv_s",
+                 "bare_copy_out_s", "book_finish_4p_jobs_per_s",
+                 "bare_book_finish_4p_jobs_per_s", "end_to_end_2slots_jobs_per_s",
+                 "bare_spawn_2x_per_s", "pickup_p50_ms", "pickup_p95_ms", "bare_spawn_ms"):
+        assert figures[name] > 0, name
+    # Only the user's own table and job are left.
+    assert store.tables() == ["users_own"] and len(store.jobs()) == 1
+    text = pg_cli("dbdict-worker", "bench", "--help").stdout
+    assert "--quick" in text
+    store.close()

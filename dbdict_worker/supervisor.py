@@ -41,6 +41,9 @@ from dbdict_worker.sync import ExpRoot, Syncer, safe_segment
 
 log = logging.getLogger("dbdict_worker.worker")
 
+#: Seconds a stopping worker waits for an unreachable database to write its last results.
+SHUTDOWN_DB_WAIT = 30.0
+
 
 @dataclasses.dataclass
 class WorkerConfig:
@@ -175,9 +178,15 @@ class Supervisor:
         return max(0.0, min(wait, 0.5))  # signals are looked at at least twice a second
 
     def _finished(self) -> bool:
-        if self.slots or self.finals:
+        if self.slots:
             return False
-        if self.stopping or self.draining:
+        leaving = self.stopping or self.draining
+        if self.finals:
+            # Leaving while the database is away: _shutdown gives the writes a last chance;
+            # what stays unwritten comes back by lease (its state is in the exproot).
+            return leaving and self._db_down_since is not None and \
+                time.monotonic() - self._db_down_since > SHUTDOWN_DB_WAIT
+        if leaving:
             return True
         if self.cfg.max_jobs is not None and self.booked >= self.cfg.max_jobs:
             return True
@@ -480,7 +489,7 @@ class Supervisor:
             self.listener.stop()
         if self.forkserver is not None:
             self.forkserver.close()
-        deadline = time.monotonic() + 30.0
+        deadline = time.monotonic() + SHUTDOWN_DB_WAIT
         while self.finals and time.monotonic() < deadline:
             self._db_retry_at = 0.0
             self._flush()

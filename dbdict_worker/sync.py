@@ -179,11 +179,14 @@ class Syncer:
     def create_remote(self) -> None:
         """Create the job's directory in the exproot (``mkdir -p``)."""
         if not self.remote.is_remote:
-            try:
-                os.makedirs(self.remote.path, exist_ok=True)
-            except OSError as e:
-                raise SyncError(f"cannot create {self.remote}: {e.strerror or e}",
-                                permanent=True) from None
+            def mkdir() -> None:
+                try:
+                    os.makedirs(self.remote.path, exist_ok=True)
+                except OSError as e:
+                    # A shared filesystem that is away (NFS hiccup, unmounted, replaced for a
+                    # moment) comes back: retried like rsync, not failed at once.
+                    raise SyncError(f"cannot create {self.remote}: {e.strerror or e}") from None
+            self._retry(f"create {self.remote}", mkdir)
             return
         # The remote shell parses this command line: the path is quoted, and mkdir gets `--`.
         argv = self.config.rsh_argv() + [

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -98,6 +99,28 @@ def start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartb
     requeue what is stopped. SIGTERM/SIGINT: stop (jobs get --grace seconds to save; a second
     signal kills them); SIGUSR1: drain. Exits 0 when stopped, drained, empty or done."""
     _hide_password_from_ps(db)
+    # Until the supervisor's own handlers are in place (opening the store may wait a minute
+    # for the database), a stop simply means: do not start.
+    def stop_before_start(signum: int, frame: object) -> None:
+        raise _StopBeforeStart()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop_before_start)
+    try:
+        code = _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace,
+                      heartbeat, lease, workdir_base, poll_only, poll_interval)
+    except _StopBeforeStart:
+        logging.getLogger("dbdict_worker.worker").info("stopped before it started")
+        code = 0
+    sys.exit(code)
+
+
+class _StopBeforeStart(Exception):
+    """SIGTERM/SIGINT arrived before the worker had registered: nothing to clean up."""
+
+
+def _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartbeat, lease,
+           workdir_base, poll_only, poll_interval) -> int:
     from dbdict_worker.db.connect import retry_seconds_from_env
     from dbdict_worker.store import Store
     from dbdict_worker.supervisor import Supervisor, WorkerConfig
@@ -117,10 +140,9 @@ def start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartb
     supervisor = Supervisor(store, config)
     try:
         with supervisor.signals():
-            code = supervisor.run()
+            return supervisor.run()
     finally:
         store.close()
-    sys.exit(code)
 
 
 @main.command(context_settings=CONTEXT)

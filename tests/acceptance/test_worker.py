@@ -239,3 +239,20 @@ def test_status_lists_live_workers_and_their_jobs(pg_store, pg_url, tmp_path, wo
     assert cli.json("dbdict-worker", "status", "--json")["workers"] == []
     stopped = cli.json("dbdict-worker", "status", "--json", "--all")["workers"]
     assert stopped[0]["state"] == "stopped"
+
+
+def _catches_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def test_sigterm_while_waiting_for_the_database_at_start_exits_0(tmp_path, workers):
+    from tests.pgserver import free_port
+
+    w = workers(f"postgresql://nobody@127.0.0.1:{free_port()}/db", "early")
+    wait_for(lambda: _catches_sigterm(w.pid), 30, "the worker's SIGTERM handler")
+    w.signal(signal.SIGTERM)
+    assert w.wait(10) == 0
+    assert "stopped before it started" in w.log()

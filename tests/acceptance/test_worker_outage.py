@@ -77,20 +77,44 @@ def test_password_on_the_command_line_leaves_ps(private_pg, private_db, tmp_path
         w.wait_log("started")
         cmdline = Path(f"/proc/{w.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         assert private_pg.password not in cmdline and "dbdict_worker" in cmdline
-        running = wait_for(lambda: store.jobs(statuses=["RUNNING"]), 30, "a running job")
-        assert running
-        # The experiment's process sees no password either.
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    environ = (proc / "environ").read_bytes()
-                except OSError:
-                    continue
-                if b"DBDICT_WORKDIR=" in environ:
-                    assert private_pg.password.encode() not in environ
+        wait_for(lambda: store.jobs(statuses=["RUNNING"]), 30, "a running job")
+        # Everything the worker started (the fork server, the experiment) sees no password,
+        # not even in the memory its environment came from.
+        below = wait_for(lambda: [p for p in _descendants(w.pid)
+                                  if b"dbdict_worker.runner" in _cmdline(p)
+                                  or b"forkserver" in _cmdline(p)], 30, "the job's processes")
+        for pid in _descendants(w.pid):
+            assert private_pg.password.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
+        assert below
         assert private_pg.password not in w.log()
         w.signal(signal.SIGTERM)
         assert w.wait(60) == 0
     finally:
         w.close()
     store.close()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _descendants(root: int) -> list[int]:
+    """The processes below ``root`` (by parent pid), alive now."""
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found

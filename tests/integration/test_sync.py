@@ -175,3 +175,29 @@ def test_periodic_pusher_pushes_at_most_every_interval(tmp_path):
         pusher.close()
     assert 1 <= pusher.pushes <= 4 and pusher.failures == 0
     assert (tmp_path / "r" / "step").exists()
+
+
+def test_a_local_exproot_that_is_away_for_a_moment_is_waited_for(tmp_path):
+    # The exproot is a link that points at a plain file for a second (a shared filesystem
+    # that is away), then back at the real directory: the pull waits, it does not fail.
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "off").write_text("not a directory")
+    link = tmp_path / "exproot"
+    link.symlink_to(tmp_path / "off")
+
+    def come_back() -> None:
+        time.sleep(1.0)  # the outage being simulated
+        tmp = tmp_path / "tmp-link"
+        tmp.symlink_to(real)
+        os.replace(tmp, link)
+
+    back = threading.Thread(target=come_back)
+    back.start()
+    config = SyncConfig.from_env(attempts=20, max_seconds=30, wait_initial=0.05, wait_max=0.5)
+    syncer = Syncer(ExpRoot.parse(str(link)).job("db", "t", 1), tmp_path / "local", config)
+    started = time.monotonic()
+    syncer.pull()
+    back.join()
+    assert time.monotonic() - started >= 0.9
+    assert (real / "db" / "t" / "1").is_dir()

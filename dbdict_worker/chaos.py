@@ -1,0 +1,493 @@
+"""A chaos soak: real workers, a real private PostgreSQL, and a driver that breaks things.
+
+    python -m dbdict_worker.chaos --jobs 20000 --workers 4 --slots 2 [--duration-limit S]
+                                  [--seed N] [--fast] [--keep] [--json]
+
+It starts a PostgreSQL server of its own (``initdb``/``pg_ctl`` from the machine's PostgreSQL,
+as the ``postgres`` user when run as root, on 127.0.0.1 only, durable unless ``--fast``),
+enqueues N short runs of the resumable example ``dbdict_worker.examples.loop``, starts W
+``dbdict-worker start`` processes, and while they work:
+
+- every few seconds kills a random worker with SIGKILL or SIGTERM and starts it again;
+- restarts PostgreSQL once (down longer than the lease), a quarter of the way through;
+- takes the exproot away once (its path becomes a symlink to a plain file, so every mkdir and
+  rsync into it fails) for a few seconds, half of the way through. Jobs booked meanwhile end
+  ERR_START (their pull failed) and jobs whose final push failed end ERR_SYNC: that is the
+  product's defined behaviour for an unreachable exproot, so the driver requeues exactly those
+  (``Store.requeue``) once the exproot is back, and counts them.
+
+At the end (every job DONE, or the time limit) it stops the workers with SIGTERM and checks
+(:mod:`dbdict_worker.chaos_checks`): each job finished DONE exactly once (``events``), its
+result is an uninterrupted run's, nothing is lost or duplicated, nothing is left RUNNING, no
+job process outlived its worker, every job's history is consistent and no live worker's job
+was declared lost; it prints the hot tables' dead tuples and the booking query's plan (an
+index scan on the ready-jobs partial index, no Sort). Exit 0 when every check passed, 1
+otherwise, 2 when no private PostgreSQL can be started here.
+
+Jobs are enqueued with a high ``max_attempts``: losing a job to a SIGKILL is the point here,
+and the loss limit (a different feature) must not turn a thrice-unlucky job into ERR_RUN.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import sqlalchemy as sa
+
+from dbdict_worker import chaos_checks as checks
+from dbdict_worker.chaos_checks import ChaosReport, summary
+from dbdict_worker.chaos_pg import PgServer, server_unavailable
+from dbdict_worker.constants import Status
+from dbdict_worker.store import Store
+
+LOOP = "dbdict_worker.examples.loop"
+#: The driver's pacing between looks at the queue (not a correctness wait).
+TICK = 0.5
+
+
+@dataclasses.dataclass
+class ChaosConfig:
+    """What to run and how hard to shake it."""
+
+    jobs: int = 20000
+    workers: int = 4
+    slots: int = 2
+    seed: int | None = None
+    duration_limit: float | None = None  # None: 180 s + 0.5 s per job
+    kill_interval: float = 4.0  # mean seconds between kills (uniform in [0.5x, 1.5x])
+    pg_down: float = 5.0  # longer than the lease: owners must not lose their jobs
+    exproot_down: float = 8.0
+    pg_restart_at: float = 0.25  # fraction of jobs DONE
+    exproot_outage_at: float = 0.5
+    lease: float = 3.0
+    grace: float = 5.0
+    save_interval: float = 0.25
+    durable: bool = True
+    keep: bool = False
+    root: str | None = None  # parent of the run directory (default: the temp dir)
+
+    def limit(self) -> float:
+        return self.duration_limit if self.duration_limit is not None \
+            else 180.0 + 0.5 * self.jobs
+
+
+class _Worker:
+    """One ``dbdict-worker start`` process of the soak (its output goes to a log file)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> None:
+        self.log_path = log
+        self._offset = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                         start_new_session=True)  # Ctrl-C is the driver's
+        self.term_at: float | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def announced(self) -> bool:
+        """Whether it logged "worker ... started" (its signal handlers are in place)."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._offset)
+            return b" started: " in f.read()
+
+
+class Chaos:
+    """One soak run; :meth:`run` always cleans up, whatever happens."""
+
+    def __init__(self, cfg: ChaosConfig, say: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.say = say
+        seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(1 << 30)
+        self.rng = random.Random(seed)
+        self.report = ChaosReport(cfg.jobs, cfg.workers, cfg.slots, seed, cfg.durable)
+        self.dir = Path(tempfile.mkdtemp(prefix="dbdict-chaos-", dir=cfg.root))
+        os.chmod(self.dir, 0o755)  # the server runs as postgres when we are root
+        self.exproot = self.dir / "exproot"  # a symlink the outage repoints
+        self.server: PgServer | None = None
+        self.engine: sa.Engine | None = None
+        self.workers: list[_Worker | None] = [None] * cfg.workers
+        self.killed_pids: set[int] = set()
+        self.created: dict[int, int] = {}
+        self.outage_until: float | None = None
+        self._outage_start = 0.0
+        self.outage_over = False
+        self.requeued: set[int] = set()
+
+    # --- the whole run -----------------------------------------------------------------------
+
+    def run(self) -> ChaosReport:
+        """Set up, shake, stop, check; the report (its ``failures`` say what went wrong)."""
+        t0 = time.monotonic()
+        try:
+            self._setup()
+            started = time.monotonic()
+            self._drive(deadline=t0 + self.cfg.limit())
+            self.report.duration_s = round(time.monotonic() - started, 1)
+            self.report.jobs_per_s = round(self.cfg.jobs / max(self.report.duration_s, 1e-9), 1)
+            self._stop_workers()
+            self._check_orphans()
+            self._verify()
+        finally:
+            self._cleanup()
+        return self.report
+
+    def _fail(self, text: str) -> None:
+        self.report.failures.append(text)
+        self.say(f"chaos: FAIL: {text}")
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        self.server = PgServer(self.dir / "pg", durable=cfg.durable).init()
+        self.server.start()
+        url = self.server.url()
+        with Store.open(url, check_schema=False) as store:
+            store.upgrade()
+        self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        (self.dir / "exproot.d").mkdir()
+        (self.dir / "exproot.off").write_text("the exproot is away (chaos outage)\n")
+        self.exproot.symlink_to(self.dir / "exproot.d")
+        (self.dir / "logs").mkdir()
+        params = [{"total": self.rng.randint(5, 30),
+                   "sleep": round(self.rng.uniform(0.01, 0.03), 3), "i": i}
+                  for i in range(cfg.jobs)]
+        with Store.open(url, retry_seconds=60) as store:
+            ids = store.enqueue(LOOP, params, table="chaos", max_attempts=1000).created
+        self.created = dict(zip(ids, range(cfg.jobs)))
+        self.report.plan_start = self._plan()
+        self.say(f"chaos: {cfg.jobs} jobs enqueued in {self.dir}; PostgreSQL on port "
+                 f"{self.server.port} ({'durable' if cfg.durable else 'fast'}), seed "
+                 f"{self.report.seed}")
+        for k in range(cfg.workers):
+            self._start_worker(k)
+
+    def _start_worker(self, k: int) -> None:
+        cfg = self.cfg
+        exe = Path(sys.executable).parent / "dbdict-worker"
+        argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "dbdict_worker.cli.worker"]
+        argv += ["start", "--slots", str(cfg.slots), "--heartbeat", "0.5",
+                 "--lease", str(cfg.lease), "--poll-interval", "0.5", "--grace", str(cfg.grace),
+                 "--exproot", str(self.exproot), "--workdir-base", str(self.dir / "local")]
+        env = {k_: v for k_, v in os.environ.items() if not k_.startswith("DBDICT_")}
+        assert self.server is not None
+        # DBDICT_CHAOS_RUN marks every process the workers start (see checks.processes_in).
+        env.update(DBDICT_DB=self.server.url(), DBDICT_SAVE_INTERVAL=str(cfg.save_interval),
+                   DBDICT_CHAOS_RUN=str(self.dir))
+        self.workers[k] = _Worker(argv, env, self.dir / "logs" / f"worker{k}.log", self.dir)
+
+    # --- the storm ---------------------------------------------------------------------------
+
+    def _counts(self) -> dict[Status, int] | None:
+        assert self.engine is not None
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.text(
+                    "SELECT status, count(*) FROM jobs GROUP BY status")).all()
+        except sa.exc.OperationalError:
+            return None  # the database is restarting: look again next tick
+        return {Status(s): n for s, n in rows}
+
+    def _drive(self, deadline: float) -> None:
+        cfg, n = self.cfg, self.cfg.jobs
+        next_kill = time.monotonic() + self._gap()
+        next_note = time.monotonic() + 10
+        while True:
+            now = time.monotonic()
+            counts = self._counts()
+            if counts is not None:
+                done = counts.get(Status.DONE, 0)
+                if not self.report.pg_restarts and done >= cfg.pg_restart_at * n:
+                    self._restart_pg()
+                    continue
+                if self.outage_until is None and done >= cfg.exproot_outage_at * n:
+                    self.report.plan_mid = self._plan()
+                    self._exproot_down(now)
+                active = counts.get(Status.START, 0) + counts.get(Status.RUNNING, 0)
+                if self.outage_over and self.report.pg_restarts:
+                    if active == 0 and not self._requeue_sync_failures():
+                        break  # nothing runs, nothing to requeue: the storm is over
+                    if active:
+                        self._requeue_sync_failures()
+                if now >= next_note:
+                    next_note = now + 10
+                    self.say(f"chaos: {done}/{n} DONE, {active} queued or running, "
+                             f"{self.report.sigkills} SIGKILL, {self.report.sigterms} SIGTERM")
+            if self.outage_until is not None and not self.outage_over \
+                    and now >= self.outage_until:
+                self._exproot_up()
+            self._service_workers(now)
+            if now >= next_kill and (counts is None or counts.get(Status.DONE, 0) < n):
+                self._kill_random()
+                next_kill = now + self._gap()
+            if now > deadline:
+                self._fail(f"time limit of {cfg.limit():.0f}s reached: {counts}")
+                return
+            time.sleep(TICK)
+
+    def _plan(self) -> str:
+        assert self.engine is not None
+        try:
+            return checks.booking_plan(self.engine)
+        except sa.exc.OperationalError as e:
+            return f"(no plan: {e})"
+
+    def _gap(self) -> float:
+        return self.rng.uniform(0.5, 1.5) * self.cfg.kill_interval
+
+    def _kill_random(self) -> None:
+        candidates = [k for k, w in enumerate(self.workers)
+                      if w is not None and w.alive() and w.term_at is None]
+        if not candidates:
+            return
+        k = self.rng.choice(candidates)
+        w = self.workers[k]
+        assert w is not None
+        if self.rng.random() < 0.5:
+            w.proc.kill()
+            w.proc.wait(30)  # SIGKILL cannot be caught: this returns at once
+            self.killed_pids.add(w.proc.pid)
+            self.report.sigkills += 1
+            self._start_worker(k)
+            self.report.worker_restarts += 1
+        else:
+            w.proc.send_signal(signal.SIGTERM)
+            w.term_at = time.monotonic()
+            self.report.sigterms += 1
+
+    def _service_workers(self, now: float) -> None:
+        """Restart workers that stopped after a SIGTERM (or died on their own: a failure)."""
+        for k, w in enumerate(self.workers):
+            if w is None:
+                continue
+            rc = w.proc.poll()
+            if rc is None:
+                if w.term_at is not None and now - w.term_at > self._stop_bound():
+                    self._fail(f"worker {w.proc.pid} ignored SIGTERM for "
+                               f"{self._stop_bound():.0f}s")
+                    w.proc.kill()
+                    w.proc.wait(30)
+                    self.killed_pids.add(w.proc.pid)
+                continue
+            self._judge_exit(w, rc)
+            self._start_worker(k)
+            self.report.worker_restarts += 1
+
+    def _judge_exit(self, w: _Worker, rc: int) -> None:
+        """A worker we did not SIGKILL must exit 0 after SIGTERM, and never by itself."""
+        if w.proc.pid in self.killed_pids:
+            return
+        if w.term_at is None:
+            self.report.unexpected_worker_exits += 1
+            self._fail(f"worker {w.proc.pid} exited by itself with {rc} ({w.log_path})")
+        elif rc == -signal.SIGTERM and not w.announced():
+            # Killed by the signal before its handlers were installed (still importing or
+            # opening the store): nothing was booked yet. Counted, not a failure.
+            self.report.sigterm_before_ready += 1
+        elif rc != 0:
+            self._fail(f"worker {w.proc.pid} exited {rc} after SIGTERM ({w.log_path})")
+
+    def _stop_bound(self) -> float:
+        # The grace, the final pushes' retries, and the supervisor's 30 s for final writes.
+        return self.cfg.grace + 60.0
+
+    def _restart_pg(self) -> None:
+        assert self.server is not None
+        self.say(f"chaos: restarting PostgreSQL (down {self.cfg.pg_down:g}s)")
+        t = time.monotonic()
+        self.server.restart(down_seconds=self.cfg.pg_down)
+        self.report.pg_restarts += 1
+        self.report.pg_down_s = round(time.monotonic() - t, 1)
+
+    def _point_exproot(self, target: Path) -> None:
+        # A new symlink renamed over the old one: the switch is atomic for the workers.
+        tmp = self.dir / "exproot.new"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        os.replace(tmp, self.exproot)
+
+    def _exproot_down(self, now: float) -> None:
+        self.say(f"chaos: exproot away for {self.cfg.exproot_down:g}s")
+        self._point_exproot(self.dir / "exproot.off")
+        self.outage_until = now + self.cfg.exproot_down
+        self._outage_start = now
+
+    def _exproot_up(self) -> None:
+        self._point_exproot(self.dir / "exproot.d")
+        self.outage_over = True
+        self.report.exproot_outages += 1
+        self.report.exproot_down_s = round(time.monotonic() - self._outage_start, 1)
+        self.say("chaos: exproot back")
+
+    def _requeue_sync_failures(self) -> int:
+        """Requeue the jobs the exproot outage failed (ERR_SYNC; ERR_START whose error names
+        the exproot); other failures stay, for the checks to report."""
+        assert self.server is not None
+        try:
+            with Store.open(self.server.url(), retry_seconds=10) as store:
+                failed = store.jobs(statuses=[Status.ERR_SYNC, Status.ERR_START])
+                ids = {j.id: j.status for j in failed if j.status == Status.ERR_SYNC
+                       or str(self.exproot) in (j.error or "")}
+                if ids:
+                    store.requeue(ids=sorted(ids))
+        except Exception as e:  # noqa: BLE001 - the database may be away; next tick
+            self.say(f"chaos: requeue deferred: {type(e).__name__}: {e}")
+            return 1
+        for job_id, status in ids.items():
+            if job_id not in self.requeued:
+                self.requeued.add(job_id)
+                if status == Status.ERR_SYNC:
+                    self.report.err_sync_requeued += 1
+                else:
+                    self.report.err_start_requeued += 1
+        return len(ids)
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def _stop_workers(self) -> None:
+        live = []
+        for w in self.workers:
+            if w is None:
+                continue
+            if w.alive():
+                w.proc.send_signal(signal.SIGTERM)  # a second one for a stopping worker
+                w.term_at = w.term_at or time.monotonic()
+                live.append(w)
+            else:  # stopped after a SIGTERM of the storm, not restarted since
+                self._judge_exit(w, w.proc.returncode)
+        deadline = time.monotonic() + self._stop_bound()
+        for w in live:
+            try:
+                rc = w.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._fail(f"worker {w.proc.pid} did not stop on SIGTERM ({w.log_path})")
+                w.proc.kill()
+                w.proc.wait(30)
+                self.killed_pids.add(w.proc.pid)
+                continue
+            self._judge_exit(w, rc)
+
+    def _check_orphans(self) -> None:
+        # Job processes of SIGKILLed workers notice at their next save (the pipe is broken)
+        # and stop, and a fork server ends after its last child: give them a bounded while.
+        deadline = time.monotonic() + 15.0
+        while True:
+            left = checks.processes_in(self.dir)
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.report.orphans = [f"{pid} {cmd}" for pid, cmd in left]
+        if left:
+            self._fail(f"{len(left)} job process(es) outlived their workers")
+
+    def _verify(self) -> None:
+        assert self.server is not None and self.engine is not None
+        verdict = self.report.verdict
+        with Store.open(self.server.url(), retry_seconds=60) as store:
+            checks.verify_jobs(store.jobs_with_state(), self.created, verdict)
+            attempts = {j.id: j.attempts for j in store.jobs()}
+        with self.engine.connect() as conn:
+            pids = conn.execute(sa.text("SELECT id, pid FROM workers")).all()
+            killed = {wid for wid, pid in pids if pid in self.killed_pids}
+            checks.verify_events(conn, self.created, killed, verdict, attempts)
+            self.report.dead_tuples = checks.dead_tuples(conn)
+        self.report.plan_end = self._plan()
+        # With no job ready the planner may pick a bitmap scan and sort its zero rows: not a
+        # cost, so only noted; the plans that matter are those with jobs waiting.
+        self.report.plan_end_note = checks.plan_problem(self.report.plan_end) or "ok"
+        for when, plan in (("start", self.report.plan_start), ("middle", self.report.plan_mid)):
+            why = checks.plan_problem(plan)
+            if why:
+                self._fail(f"{why} (at the {when} of the run):\n{plan}")
+        if self.report.pg_restarts != 1:
+            self._fail("PostgreSQL was not restarted")
+        if self.report.exproot_outages != 1:
+            self._fail("the exproot outage did not happen")
+
+    def _cleanup(self) -> None:
+        for w in self.workers:
+            if w is not None and w.alive():
+                w.proc.kill()
+                w.proc.wait(30)
+        for pid, _ in checks.processes_in(self.dir):  # processes of our own workers
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.engine is not None:
+            self.engine.dispose()
+        if self.server is not None:
+            self.server.stop("immediate")
+        if self.cfg.keep:
+            self.report.run_dir = str(self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_chaos(cfg: ChaosConfig, say: Callable[[str], None] | None = None) -> ChaosReport:
+    """Run one soak (see the module docstring); ``say`` gets progress lines (default: stderr).
+    Raises RuntimeError if no private PostgreSQL can be started here."""
+    why = server_unavailable()
+    if why:
+        raise RuntimeError(f"cannot start a private PostgreSQL: {why}")
+    return Chaos(cfg, say or (lambda text: print(text, file=sys.stderr, flush=True))).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dbdict_worker.chaos``; exit 0 when every check passed, 1 if one failed,
+    2 if no private PostgreSQL can be started, 130 when interrupted."""
+    p = argparse.ArgumentParser(
+        prog="python -m dbdict_worker.chaos",
+        description="Chaos soak: N loop jobs through W real workers on a private PostgreSQL, "
+                    "while workers are killed and restarted, PostgreSQL restarts once and the "
+                    "exproot goes away once; then every job must be DONE exactly once with "
+                    "the right result. Exit 0 when every check passed, 1 otherwise.")
+    p.add_argument("--jobs", type=int, default=20000, help="jobs to run (default 20000)")
+    p.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
+    p.add_argument("--slots", type=int, default=2, help="slots per worker (default 2)")
+    p.add_argument("--duration-limit", type=float, metavar="S",
+                   help="give up after S seconds (default: 180 + 0.5 per job)")
+    p.add_argument("--seed", type=int, help="seed of the kills and job sizes (default: random)")
+    p.add_argument("--kill-interval", type=float, default=4.0, metavar="S",
+                   help="mean seconds between worker kills (default 4)")
+    p.add_argument("--fast", action="store_true", help="PostgreSQL with fsync off")
+    p.add_argument("--keep", action="store_true", help="keep the run directory (logs, data)")
+    p.add_argument("--root", metavar="DIR", help="where to make the run directory")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    a = p.parse_args(argv)
+    if a.jobs < 1 or a.workers < 1 or a.slots < 1:
+        p.error("--jobs, --workers and --slots must be at least 1")
+    why = server_unavailable()
+    if why:
+        print(f"chaos: cannot start a private PostgreSQL: {why}", file=sys.stderr)
+        return 2
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds through the cleanup, like Ctrl-C
+
+    signal.signal(signal.SIGTERM, interrupted)
+    cfg = ChaosConfig(jobs=a.jobs, workers=a.workers, slots=a.slots, seed=a.seed,
+                      duration_limit=a.duration_limit, kill_interval=a.kill_interval,
+                      durable=not a.fast, keep=a.keep, root=a.root)
+    try:
+        report = run_chaos(cfg)
+    except KeyboardInterrupt:
+        print("chaos: interrupted; workers and server stopped, files removed", file=sys.stderr)
+        return 130
+    print(json.dumps(report.as_dict(), indent=2) if a.json else summary(report))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

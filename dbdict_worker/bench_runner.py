@@ -8,7 +8,8 @@ Prints medians over N runs, measured in the same process one after the other:
 - ``import runner``: ``python -c 'import dbdict_worker.runner'`` (our import cost);
 - ``JobProcess``: start + wait for the no-op experiment (workdir files, pipe, threads,
   child start, import, orig.conf/current.conf writes, outcome);
-- ``JobRun``: the same through JobRun (what ``dbdict run`` and a worker slot use);
+- ``JobRun``: the same through JobRun (what ``dbdict run`` uses);
+- fork server: JobProcess with the job forked from a warm interpreter (what workers use);
 - channel calls: ns per ``switch()``, per coalesced ``save()`` and per ``save_and_switch()``.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from dbdict_worker.channel import Channel
+from dbdict_worker.forkserver import ForkServer
 from dbdict_worker.jobrun import JobRun
 from dbdict_worker.process import JobProcess, JobSpec
 from dbdict_worker.state import DD, flatten
@@ -53,6 +55,22 @@ def jobprocess_ms(runs: int, base: Path) -> float:
         outcome = JobProcess.start(JobSpec(NOOP, {"i": i}, workdir=base / f"p{i}")).wait(60)
         assert outcome is not None and outcome.complete, outcome
     return _median_ms(once, runs)
+
+
+def forked_ms(runs: int, base: Path) -> float:
+    """Median ms of the no-op job through JobProcess forked by a warm fork server (the
+    worker's path)."""
+    server = ForkServer()
+    try:
+        JobProcess.start(JobSpec(NOOP, {}, workdir=base / "fwarm"), forkserver=server).wait(60)
+
+        def once(i: int) -> None:
+            spec = JobSpec(NOOP, {"i": i}, workdir=base / f"f{i}")
+            outcome = JobProcess.start(spec, forkserver=server).wait(60)
+            assert outcome is not None and outcome.complete, outcome
+        return _median_ms(once, runs)
+    finally:
+        server.close()
 
 
 def jobrun_ms(runs: int, base: Path) -> float:
@@ -90,13 +108,19 @@ def main(argv: list[str] | None = None) -> int:
              spawn_ms(args.runs, "import dbdict_worker.runner")),
             ("JobProcess no-op job (start -> outcome)", jobprocess_ms(args.runs, base)),
             ("JobRun no-op job (dbdict run's path)", jobrun_ms(args.runs, base)),
+            ("JobProcess via the fork server (workers)", forked_ms(args.runs, base)),
         ]
     finally:
         shutil.rmtree(base, ignore_errors=True)
     floor = rows[0][1]
     print(f"per-job runner overhead, median of {args.runs} runs (python {sys.version.split()[0]})")
     for name, ms in rows:
-        extra = "" if name == rows[0][0] else f"   (+{ms - floor:6.1f} ms over the bare spawn)"
+        if name == rows[0][0]:
+            extra = ""
+        elif ms >= floor:
+            extra = f"   (+{ms - floor:6.1f} ms over the bare spawn)"
+        else:
+            extra = f"   ({floor - ms:6.1f} ms under the bare spawn)"
         print(f"  {name:<44} {ms:8.1f} ms{extra}")
     print("channel calls (ns per call, best of 3 x 1e6)")
     for name, ns in channel_ns().items():

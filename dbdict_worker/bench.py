@@ -331,7 +331,7 @@ def measure_pickup(url: str, samples: int) -> dict[str, float]:
                 t0 = time.time()
                 (job_id,) = store.enqueue("dbdict_worker.examples.stamp", [{"i": i}],
                                           table=table).created
-                _wait(lambda: store.job(job_id)[0].status == Status.DONE, 60)
+                _wait(lambda j=job_id: store.job(j)[0].status == Status.DONE, 60)
                 latencies.append((store.job(job_id)[1]["started_at"] - t0) * 1000)
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import subprocess
-import sys
 
 from tests.acceptance.conftest import BIN
 

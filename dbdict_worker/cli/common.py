@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 import click
 
 from dbdict_worker import state as statemod
+from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError, UsageError
 
 log = logging.getLogger("dbdict_worker")
@@ -117,8 +118,6 @@ def selection_args(ids: Iterable[int], where: Iterable[str], status: Iterable[st
     statuses = []
     for s in status:
         try:
-            from dbdict_worker.constants import Status
-
             statuses.append(Status.parse(s))
         except ValueError as exc:
             raise UsageError(str(exc)) from None

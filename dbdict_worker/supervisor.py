@@ -255,9 +255,14 @@ class Supervisor:
         for booking in bookings:
             self.booked += 1
             self._start(booking)
-        if not bookings and self.cfg.until_empty and not self.slots and not self.finals:
-            log.info("queue empty: exiting (--until-empty)")
-            self.draining = True
+        if not bookings and self.cfg.until_empty and not self.slots:
+            if self.finals:
+                # Look again once their results are written (this iteration's flush), not
+                # at the next poll, which with LISTEN is 30 s away.
+                self._wake = True
+            else:
+                log.info("queue empty: exiting (--until-empty)")
+                self.draining = True
 
     def _start(self, booking: Booking) -> None:
         job = booking.job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -58,7 +59,18 @@ def test_two_workers_run_two_hundred_jobs_each_once(pg_store, pg_url, tmp_path, 
         assert state["result"] == total(state["total"]), job.id
         assert len(starts(exproot, job.id)) == 1, job.id  # started exactly once
         assert job.workdir == str(next(exproot.glob(f"*/default/{job.id}")))
-    assert "job" in a.log() and "job" in b.log()
+    for job, _ in jobs:  # booked once, finished once, nothing else
+        assert job.attempts == 1, job.id
+        assert [e.kind for e in pg_store.events(job.id)] == ["booked", "finished"], job.id
+    # Both workers took part: each job was booked by one of the two, and each booked some.
+    booked = [{int(i) for i in re.findall(r"\bjob (\d+) booked \(attempt 1\)", w.log())}
+              for w in (a, b)]
+    assert booked[0] and booked[1] and not booked[0] & booked[1]
+    assert booked[0] | booked[1] == set(ids)
+    by_id: dict[str, set[int]] = {}
+    for job, _ in jobs:
+        by_id.setdefault(job.worker_id, set()).add(job.id)
+    assert sorted(map(sorted, by_id.values())) == sorted(map(sorted, booked))  # = the logs
     by_worker = {j.host for j, _ in jobs}
     assert len(by_worker) == 1  # one host, two workers: the split shows in the events
     assert set(ids) == {j.id for j, _ in jobs}

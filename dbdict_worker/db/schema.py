@@ -13,7 +13,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 #: The alembic revision this code expects (a test checks it is the migrations' head).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 #: Our own alembic version table, so we never collide with an application's ``alembic_version``.
 VERSION_TABLE = "dbdict_schema_version"
 
@@ -23,6 +23,13 @@ metadata = sa.MetaData()
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Time = sa.DateTime(timezone=True)
 Double = sa.Float(precision=53).with_variant(sa.Double(), "postgresql")
+# Text compared byte by byte on PostgreSQL (COLLATE "C"), for the columns of the big indexes:
+# the database's locale collation (en_US.UTF-8, or even C.UTF-8) makes every btree comparison
+# a strcoll() call, and a bulk enqueue spends most of its time there (1M state rows: 6.9 s
+# with the default collation, 3.8 s with "C"). Equality is the same either way; ordering
+# becomes code point order. SQLite compares bytes already.
+ByteText = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+ByteHash = sa.String(64).with_variant(sa.String(64, collation="C"), "postgresql")
 
 
 class db_now(FunctionElement):
@@ -74,7 +81,7 @@ jobs = sa.Table(
     metadata,
     sa.Column("id", BigId, primary_key=True),
     sa.Column("table_id", sa.Integer, sa.ForeignKey("job_tables.id"), nullable=False),
-    sa.Column("experiment", sa.Text, nullable=False),
+    sa.Column("experiment", ByteText, nullable=False),
     sa.Column("status", sa.SmallInteger, nullable=False, server_default="0"),
     sa.Column("priority", Double, nullable=False, server_default="1.0"),
     # attempts counts bookings (the fencing token is worker_id + attempts); losses counts
@@ -82,7 +89,7 @@ jobs = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("losses", sa.Integer, nullable=False, server_default="0"),
     sa.Column("max_attempts", sa.Integer, nullable=False, server_default="3"),
-    sa.Column("params_hash", sa.String(64), nullable=False),
+    sa.Column("params_hash", ByteHash, nullable=False),
     sa.Column("replica", sa.Integer, nullable=False, server_default="0"),
     # False for the extra copies that --force adds; only dedup rows take part in the
     # uniqueness that makes a repeated enqueue a no-op.
@@ -146,14 +153,14 @@ state = sa.Table(
     # No foreign key to jobs: checking one per row halves the speed of a bulk enqueue (measured
     # with COPY of 1M rows); queries.delete() removes a job's state and events itself.
     sa.Column("job_id", BigId, primary_key=True),
-    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("key", ByteText, primary_key=True),
     sa.Column("vtype", sa.SmallInteger, nullable=False),
     # num: the value of a bool/int/float as a number (sorting, the view).
     # txt: the exact text of every value but None: int digits, float repr (nan, inf), 'True' or
     # 'False', the string, or the Python literal of a list. Filters compare txt, so one index
     # serves them all; with vtype it gives the value back with its type.
     sa.Column("num", Double),
-    sa.Column("txt", sa.Text),
+    sa.Column("txt", ByteText),
 )
 sa.Index("state_value", state.c.key, sa.func.substr(state.c.txt, 1, TXT_PREFIX))
 

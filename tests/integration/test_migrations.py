@@ -59,6 +59,36 @@ def test_booking_reads_a_ready_index_in_order(pg_store):
         assert "jobs_ready_by_table" in plan  # the small table is not found by scanning all
 
 
+def test_upgrade_from_0001_keeps_the_jobs_and_compares_bytes(empty_pg_url):
+    """A database made by the first release: the upgrade keeps its jobs, their state and
+    its duplicate detection, and makes the indexed text columns byte-ordered."""
+    from alembic import command
+
+    store = Store.open(empty_pg_url, check_schema=False)
+    with store.engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(conn), "0001")
+    with store.engine.begin() as conn:
+        assert migrate.current_revision(conn) == "0001"
+    old = store.enqueue("pkg.exp", [{"lr": 0.1, "name": "é"}, {"lr": 0.01, "name": "z"}])
+    assert store.upgrade() == ("0001", SCHEMA_REVISION)
+    store.close()
+    store = Store.open(empty_pg_url)
+    assert [(j.id, s) for j, s in store.jobs_with_state()] == [
+        (old.created[0], {"lr": 0.1, "name": "é"}), (old.created[1], {"lr": 0.01, "name": "z"})]
+    with store.engine.connect() as conn:
+        collations = dict(conn.execute(sa.text(
+            "SELECT c.relname || '.' || a.attname, coalesce(co.collname, '') "
+            "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+            "WHERE c.relname IN ('jobs', 'state') AND a.attname IN "
+            "('experiment', 'params_hash', 'key', 'txt')")).all())
+    assert collations == {"jobs.experiment": "C", "jobs.params_hash": "C",
+                          "state.key": "C", "state.txt": "C"}
+    assert store.enqueue("pkg.exp", [{"lr": 0.1, "name": "é"}]).skipped == 1
+    assert [s["name"] for _, s in store.jobs_with_state(where={"name": "é"})] == ["é"]
+    store.close()
+
+
 def test_missing_schema_is_refused_naming_the_command(empty_pg_url):
     with pytest.raises(SchemaError, match="run `dbdict db upgrade`"):
         Store.open(empty_pg_url)

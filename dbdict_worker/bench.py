@@ -5,8 +5,9 @@
 - enqueue: N jobs x 10 parameters through ``Store.enqueue`` (jobs/s), next to a bare COPY of the
   same rows into a scratch table (the ceiling of what any client could do);
 - book+finish: P processes booking and finishing jobs through the Store (jobs/s), next to the
-  same claim and finish SQL run bare by psycopg2 with the same concurrency (the ratio is the
-  figure);
+  same claim and finish statements (captured from the Store) run bare by psycopg2 with the
+  same concurrency (the ratio, taken in each run, is the figure: what the library costs), and
+  next to a minimal queue's claim and finish (no events, no state) for scale;
 - end to end: no-op experiments through a real ``dbdict-worker start --slots 2`` (jobs/s, from
   the first booking to the last finish on the database clock), next to bare
   ``python -c pass`` spawns, two at a time;
@@ -33,7 +34,8 @@ from typing import Any, Callable
 
 from dbdict_worker.constants import Status
 
-BARE_CLAIM = """
+# The smallest queue one could write: claim and finish, no events, no state, no library.
+MINIMAL_CLAIM = """
 WITH picked AS (
     SELECT id FROM jobs WHERE status = 0 AND table_id = %(table_id)s
     ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
@@ -42,7 +44,7 @@ UPDATE jobs SET status = 1, attempts = jobs.attempts + 1, worker_id = %(worker)s
 FROM picked WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.attempts
 """
-BARE_FINISH = """
+MINIMAL_FINISH = """
 UPDATE jobs SET status = 2, finished_at = now(), updated_at = now(), heartbeat_at = now()
 WHERE id = %(id)s AND worker_id = %(worker)s AND attempts = %(attempt)s AND status = 1
 """
@@ -159,22 +161,80 @@ def _store_worker(url: str, table: str, worker: str, start, out) -> None:
     store.close()
 
 
-def _bare_worker(url: str, table_id: int, worker: str, start, out) -> None:
+def _connect_raw(url: str):
     import psycopg2
 
-    dsn = url.replace("postgresql+psycopg2://", "postgresql://")
-    conn = psycopg2.connect(dsn)
+    return psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
+
+
+def _minimal_worker(url: str, table_id: int, worker: str, start, out) -> None:
+    conn = _connect_raw(url)
     cur = conn.cursor()
     start.wait(60)
     n = 0
     t = time.perf_counter()
     while True:
-        cur.execute(BARE_CLAIM, {"table_id": table_id, "worker": worker})
+        cur.execute(MINIMAL_CLAIM, {"table_id": table_id, "worker": worker})
         row = cur.fetchone()
         conn.commit()
         if row is None:
             break
-        cur.execute(BARE_FINISH, {"id": row[0], "worker": worker, "attempt": row[1]})
+        cur.execute(MINIMAL_FINISH, {"id": row[0], "worker": worker, "attempt": row[1]})
+        conn.commit()
+        n += 1
+    out.put((n, time.perf_counter() - t))
+    conn.close()
+
+
+def capture_queue_sql(store, table: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The SQL text and parameters that ``store.book`` and ``store.finish`` send to
+    psycopg2, captured from one probe job in ``table`` (which must hold no other job)."""
+    import sqlalchemy as sa
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        sent.append((statement, dict(parameters)))
+
+    store.enqueue("bench.noop", [{"probe": True}], table=table)
+    sa.event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        (booking,) = store.book("bench-probe", "bench", tables=[table], n=1)
+        booked = len(sent)
+        store.finish(booking.token, Status.DONE)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", capture)
+    store.delete(tables=[table])
+    # A store's first booking also looks up the table ids (cached from then on).
+    if "SKIP LOCKED" not in sent[booked - 1][0] or len(sent) != booked + 1:
+        raise RuntimeError(f"expected one statement each for book and finish: {sent}")
+    return {"book": sent[booked - 1], "finish": sent[booked]}
+
+
+def _same_sql_worker(url: str, table_id: int, worker: str, sql: dict, start, out) -> None:
+    """Book and finish with exactly the Store's statements, run bare with psycopg2."""
+    book_sql, book_params = sql["book"]
+    finish_sql, finish_params = sql["finish"]
+    book_params = {k: (table_id if k.startswith("table_ids") else v)
+                   for k, v in book_params.items()}
+    book_params.update(new_worker=worker)
+    conn = _connect_raw(url)
+    cur = conn.cursor()
+    start.wait(60)
+    n = 0
+    t = time.perf_counter()
+    while True:
+        cur.execute(book_sql, book_params)
+        rows = cur.fetchall()
+        conn.commit()
+        if not rows:
+            break
+        names = [c.name for c in cur.description]
+        row = dict(zip(names, rows[0]))
+        cur.execute(finish_sql, dict(finish_params, own_id=row["id"], own_worker=worker,
+                                     own_attempt=row["attempts"]))
+        if cur.fetchone() is None:
+            raise RuntimeError(f"bare finish of job {row['id']} changed nothing")
         conn.commit()
         n += 1
     out.put((n, time.perf_counter() - t))
@@ -198,31 +258,42 @@ def _run_processes(target: Callable, args_for: Callable[[int], tuple], procs: in
 
 
 def measure_book_finish(url: str, n: int, procs: int) -> dict[str, float]:
-    """Jobs/s booked and finished by ``procs`` processes through the Store, and bare."""
+    """Jobs/s booked and finished by ``procs`` processes through the Store; next to the same
+    statements run bare by psycopg2 (the ceiling: the ratio is the library's overhead), and
+    to a minimal queue's claim and finish (no events, no state) for scale."""
     import sqlalchemy as sa
 
     from dbdict_worker.store import Store
 
     states = [{"i": i} for i in range(n)]
-    ours, bare = _bench_table(), _bench_table()
+    ours, same, minimal = _bench_table(), _bench_table(), _bench_table()
     with Store.open(url) as store:
-        store.enqueue("bench.noop", states, table=ours)
-        store.enqueue("bench.noop", states, table=bare)
+        sql = capture_queue_sql(store, same)
+        for table in (ours, same, minimal):
+            store.enqueue("bench.noop", states, table=table)
         with store.engine.connect() as conn:
-            bare_id = conn.execute(sa.text("SELECT id FROM job_tables WHERE name = :n"),
-                                   {"n": bare}).scalar_one()
+            ids = dict(conn.execute(sa.text(
+                "SELECT name, id FROM job_tables WHERE name IN (:a, :b)"),
+                {"a": same, "b": minimal}).all())
             conn.execute(sa.text("ANALYZE jobs"))
-        url_full = store.target.url.render_as_string(hide_password=False)
-        rate = _run_processes(_store_worker, lambda k: (url_full, ours, f"bench-s{k}"), procs)
-        bare_rate = _run_processes(_bare_worker, lambda k: (url_full, bare_id, f"bench-b{k}"),
-                                   procs)
-        assert store.counts(tables=[ours]) == {(ours, Status.DONE): n}
-        store.delete(tables=[ours])
-        store.delete(tables=[bare])
-        _drop_table(store, ours)
-        _drop_table(store, bare)
+            conn.commit()
+        full = store.target.url.render_as_string(hide_password=False)
+        rate = _run_processes(_store_worker, lambda k: (full, ours, f"bench-s{k}"), procs)
+        same_rate = _run_processes(
+            _same_sql_worker, lambda k: (full, ids[same], f"bench-b{k}", sql), procs)
+        minimal_rate = _run_processes(
+            _minimal_worker, lambda k: (full, ids[minimal], f"bench-m{k}"), procs)
+        for table in (ours, same):
+            done = store.counts(tables=[table])
+            if done != {(table, Status.DONE): n}:
+                raise RuntimeError(f"book+finish left {table} as {done}")
+        for table in (ours, same, minimal):
+            store.delete(tables=[table])
+            _drop_table(store, table)
     return {f"book_finish_{procs}p_jobs_per_s": rate,
-            f"bare_book_finish_{procs}p_jobs_per_s": bare_rate}
+            f"bare_book_finish_{procs}p_jobs_per_s": same_rate,
+            f"book_finish_{procs}p_ratio": rate / same_rate,
+            f"minimal_book_finish_{procs}p_jobs_per_s": minimal_rate}
 
 
 def measure_booking_with_history(url: str, finished: int, n: int) -> dict[str, float]:
@@ -404,8 +475,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     for p in [int(x) for x in args.procs.split(",")]:
         ours = figures[f"book_finish_{p}p_jobs_per_s"]
         bare = figures[f"bare_book_finish_{p}p_jobs_per_s"]
+        ratio = figures[f"book_finish_{p}p_ratio"]
+        minimal = figures[f"minimal_book_finish_{p}p_jobs_per_s"]
         print(f"{'book+finish ' + str(n_book) + f', {p} procs':<36} {ours:>10.0f}   "
-              f"bare psycopg2 {bare:.0f} (ratio {ours / bare:.0%})")
+              f"same SQL bare {bare:.0f} (ratio {ratio:.0%}); minimal queue SQL {minimal:.0f}")
     print(f"{'export ' + str(n_enqueue) + ' x 10 keys to CSV (s)':<36} "
           f"{figures['export_csv_s']:>10.2f}   "
           f"bare COPY of the rows out {figures['bare_copy_out_s']:.2f} s")

@@ -16,7 +16,8 @@ def test_quick_bench_prints_every_figure_and_leaves_nothing(pg_cli, pg_url):
     figures = json.loads(proc.stdout)
     for name in ("enqueue_jobs_per_s", "bare_copy_jobs_per_s", "export_csv_s",
                  "bare_copy_out_s", "book_finish_4p_jobs_per_s",
-                 "bare_book_finish_4p_jobs_per_s", "end_to_end_2slots_jobs_per_s",
+                 "bare_book_finish_4p_jobs_per_s", "book_finish_4p_ratio",
+                 "minimal_book_finish_4p_jobs_per_s", "end_to_end_2slots_jobs_per_s",
                  "bare_spawn_2x_per_s", "pickup_p50_ms", "pickup_p95_ms", "bare_spawn_ms"):
         assert figures[name] > 0, name
     # Only the user's own table and job are left.

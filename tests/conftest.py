@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from dbdict_worker.store import Store
+from tests.needs import missing
 
 
 _counter = itertools.count()
@@ -130,7 +131,7 @@ def private_pg():
 
     why = pgserver.available()
     if why:
-        pytest.skip(f"cannot start a private PostgreSQL: {why}")
+        missing(f"cannot start a private PostgreSQL: {why}")
     server = pgserver.PrivateServer().init()
     server.start()
     yield server

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.needs import missing
 
 HOST_ALIAS = "dbdict-test-sshd"
 
@@ -123,9 +124,9 @@ def sshd(tmp_path_factory) -> Sshd:
     """A running sshd on 127.0.0.1 (session-wide), or a skip if sshd is not installed."""
     binary = find_sshd()
     if binary is None:
-        pytest.skip("sshd is not installed (Debian/Ubuntu: apt-get install openssh-server)")
+        missing("sshd is not installed (Debian/Ubuntu: apt-get install openssh-server)")
     if shutil.which("ssh") is None or shutil.which("rsync") is None:
-        pytest.skip("ssh or rsync is not installed (apt-get install openssh-client rsync)")
+        missing("ssh or rsync is not installed (apt-get install openssh-client rsync)")
     server = Sshd(tmp_path_factory.mktemp("sshd")).start(binary)
     yield server
     server.stop()

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.needs import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "dbdict-worker@.service"
@@ -83,7 +84,7 @@ def _unit_for_verify(tmp_path: Path) -> Path:
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd; .ci/run does)")
+        missing("systemd-analyze is not installed (apt-get install systemd; .ci/run does)")
     unit = _unit_for_verify(tmp_path)
     proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)

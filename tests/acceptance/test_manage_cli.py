@@ -23,6 +23,7 @@ from dbdict_worker.state import read_conf
 from dbdict_worker.store import Store
 from tests.acceptance.test_dbdict_run import EX, dbdict, start, wait_for_step
 from tests.waiting import wait_for
+from tests.needs import missing
 
 EVIL = 'a"; DROP TABLE jobs; --'
 SWEEP = ["pkg.exp", "lr={{0.1,0.01}}", "n={{1,2}}"]
@@ -52,7 +53,7 @@ def one_line(text: str) -> str:
 def psql(url: str, sql: str) -> list[str]:
     exe = shutil.which("psql")
     if exe is None:
-        pytest.skip("psql is not installed")
+        missing("psql is not installed")
     proc = subprocess.run(
         [exe, "-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1",
          "-d", url.replace("+psycopg2", ""), "-c", sql],

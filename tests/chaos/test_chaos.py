@@ -8,6 +8,7 @@ import pytest
 from dbdict_worker.chaos import ChaosConfig, run_chaos, summary
 from dbdict_worker.chaos_checks import plan_problem
 from dbdict_worker.chaos_pg import server_unavailable
+from tests.needs import missing
 
 
 @pytest.mark.slow
@@ -17,7 +18,7 @@ def test_chaos_soak_small():
     3 s) and one exproot outage (6 s): every check of the soak holds."""
     why = server_unavailable()
     if why:
-        pytest.skip(f"cannot start a private PostgreSQL: {why}")
+        missing(f"cannot start a private PostgreSQL: {why}")
     cfg = ChaosConfig(jobs=300, workers=3, slots=2, seed=20240611, kill_interval=3.0,
                       pg_down=4.0, exproot_down=6.0, duration_limit=110.0)
     report = run_chaos(cfg, say=lambda line: print(line))

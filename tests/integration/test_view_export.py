@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from dbdict_worker.constants import Status
 from dbdict_worker.records import RESERVED_KEYS
+from tests.needs import missing
 
 EVIL = 'a"; DROP TABLE jobs; --'
 
@@ -51,7 +52,7 @@ def test_view_is_typed_and_quoted(store):
 def test_view_in_psql_with_numeric_comparison(pg_store, pg_url):
     psql = shutil.which("psql")
     if psql is None:
-        pytest.skip("psql is not installed")
+        missing("psql is not installed")
     _fill(pg_store)
     pg_store.create_view("v")
     out = subprocess.run(

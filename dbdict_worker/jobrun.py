@@ -64,6 +64,7 @@ class JobRun:
         self._stop_requests = 0
         self._stops_handled = 0
         self._kill_at: float | None = None
+        self._kill_why = ""
         self._abandoned = False
 
     def request_stop(self) -> None:
@@ -143,18 +144,19 @@ class JobRun:
         now = time.monotonic()
         while self._stops_handled < self._stop_requests:
             self._stops_handled += 1
-            if self._stops_handled == 1:
+            if self._stops_handled == 1 and not self._abandoned:
                 log.info("stopping job process %d (SIGTERM; SIGKILL in %.3g s)", proc.pid,
                          self.grace)
                 proc.terminate()
                 self._kill_at = now + self.grace
+                self._kill_why = "did not stop within the grace period"
             else:
                 self._kill_at = now
+                self._kill_why = "no longer ours" if self._abandoned else "stop asked again"
         if self._kill_at is not None and now >= self._kill_at:
             self._kill_at = None
             if proc.kill():
-                log.info("job process %d did not stop within the grace period: killed",
-                         proc.pid)
+                log.info("job process %d %s: killed", proc.pid, self._kill_why)
 
     def _push(self, outcome: Outcome) -> RunResult:
         if self.syncer is None:

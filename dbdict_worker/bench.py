@@ -34,20 +34,24 @@ from typing import Any, Callable
 
 from dbdict_worker.constants import Status
 
-# The smallest queue one could write: claim and finish, no events, no state, no library.
+# The smallest queue one could write: claim and finish, no events, no state, no library. Its
+# parameters are named like the Store's statements', so one bare worker runs either.
 MINIMAL_CLAIM = """
 WITH picked AS (
-    SELECT id FROM jobs WHERE status = 0 AND table_id = %(table_id)s
+    SELECT id FROM jobs WHERE status = 0 AND table_id = %(table_ids_1)s
     ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-UPDATE jobs SET status = 1, attempts = jobs.attempts + 1, worker_id = %(worker)s,
+UPDATE jobs SET status = 1, attempts = jobs.attempts + 1, worker_id = %(new_worker)s,
     host = 'bench', booked_at = now(), heartbeat_at = now(), updated_at = now()
 FROM picked WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.attempts
 """
 MINIMAL_FINISH = """
 UPDATE jobs SET status = 2, finished_at = now(), updated_at = now(), heartbeat_at = now()
-WHERE id = %(id)s AND worker_id = %(worker)s AND attempts = %(attempt)s AND status = 1
+WHERE id = %(own_id)s AND worker_id = %(own_worker)s AND attempts = %(own_attempt)s
+    AND status = 1
+RETURNING id
 """
+MINIMAL_SQL = {"book": (MINIMAL_CLAIM, {"table_ids_1": None}), "finish": (MINIMAL_FINISH, {})}
 
 
 def sample_states(n: int, keys: int = 10) -> list[dict[str, Any]]:
@@ -166,31 +170,6 @@ def _store_worker(url: str, table: str, worker: str, start, out) -> None:
     store.close()
 
 
-def _connect_raw(url: str):
-    import psycopg2
-
-    return psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
-
-
-def _minimal_worker(url: str, table_id: int, worker: str, start, out) -> None:
-    conn = _connect_raw(url)
-    cur = conn.cursor()
-    start.wait(60)
-    n = 0
-    t = time.perf_counter()
-    while True:
-        cur.execute(MINIMAL_CLAIM, {"table_id": table_id, "worker": worker})
-        row = cur.fetchone()
-        conn.commit()
-        if row is None:
-            break
-        cur.execute(MINIMAL_FINISH, {"id": row[0], "worker": worker, "attempt": row[1]})
-        conn.commit()
-        n += 1
-    out.put((n, time.perf_counter() - t))
-    conn.close()
-
-
 def capture_queue_sql(store, table: str) -> dict[str, tuple[str, dict[str, Any]]]:
     """The SQL text and parameters that ``store.book`` and ``store.finish`` send to
     psycopg2, captured from one probe job in ``table`` (which must hold no other job)."""
@@ -216,14 +195,17 @@ def capture_queue_sql(store, table: str) -> dict[str, tuple[str, dict[str, Any]]
     return {"book": sent[booked - 1], "finish": sent[booked]}
 
 
-def _same_sql_worker(url: str, table_id: int, worker: str, sql: dict, start, out) -> None:
-    """Book and finish with exactly the Store's statements, run bare with psycopg2."""
+def _bare_worker(url: str, table_id: int, worker: str, sql: dict, start, out) -> None:
+    """Book and finish with the statements in ``sql`` (the Store's, captured, or the minimal
+    queue's), run bare with psycopg2."""
     book_sql, book_params = sql["book"]
     finish_sql, finish_params = sql["finish"]
     book_params = {k: (table_id if k.startswith("table_ids") else v)
                    for k, v in book_params.items()}
     book_params.update(new_worker=worker)
-    conn = _connect_raw(url)
+    import psycopg2
+
+    conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
     cur = conn.cursor()
     start.wait(60)
     n = 0
@@ -285,10 +267,10 @@ def measure_book_finish(url: str, n: int, procs: int) -> dict[str, float]:
         full = store.target.url.render_as_string(hide_password=False)
         rate = _run_processes(_store_worker, lambda k: (full, ours, f"bench-s{k}"), procs)
         same_rate = _run_processes(
-            _same_sql_worker, lambda k: (full, ids[same], f"bench-b{k}", sql), procs)
+            _bare_worker, lambda k: (full, ids[same], f"bench-b{k}", sql), procs)
         minimal_rate = _run_processes(
-            _minimal_worker, lambda k: (full, ids[minimal], f"bench-m{k}"), procs)
-        for table in (ours, same):
+            _bare_worker, lambda k: (full, ids[minimal], f"bench-m{k}", MINIMAL_SQL), procs)
+        for table in (ours, same, minimal):
             done = store.counts(tables=[table])
             if done != {(table, Status.DONE): n}:
                 raise RuntimeError(f"book+finish left {table} as {done}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,22 @@ def cli(db_url, tmp_path) -> Cli:
 @pytest.fixture
 def pg_cli(pg_url, tmp_path) -> Cli:
     return Cli(pg_url, tmp_path)
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Starts worker daemons (``workers(url, name, *args)``); each is stopped at the end."""
+    from tests.acceptance.workers import WorkerProc
+
+    started: list[WorkerProc] = []
+
+    def start(url: str, name: str, *args: str, **kw) -> WorkerProc:
+        w = WorkerProc(url, tmp_path, name, *args, **kw)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:  # a test that failed may have left one stopped
+            os.kill(w.pid, signal.SIGCONT)
+        w.close()

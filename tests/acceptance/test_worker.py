@@ -12,24 +12,9 @@ import pytest
 
 from dbdict_worker.constants import RESTART_PRIORITY, Status
 from dbdict_worker.store import Store
-from tests.acceptance.workers import WorkerProc
 from tests.waiting import wait_for
 
 LOOP = "dbdict_worker.examples.loop"
-
-
-@pytest.fixture
-def workers(tmp_path):
-    started: list[WorkerProc] = []
-
-    def start(url: str, name: str, *args: str, **kw) -> WorkerProc:
-        w = WorkerProc(url, tmp_path, name, *args, **kw)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.close()
 
 
 def starts(exproot: Path, job_id: int, table: str = "default") -> list[str]:

@@ -31,22 +31,6 @@ STUBBORN = "dbdict_worker.examples.stubborn"
 FAST = ("--heartbeat", "0.3", "--lease", "2", "--poll-interval", "0.2")
 
 
-@pytest.fixture
-def workers(tmp_path):
-    started: list[WorkerProc] = []
-
-    def start(url: str, name: str, *args: str, **kw) -> WorkerProc:
-        w = WorkerProc(url, tmp_path, name, *args, **kw)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        if w.proc.poll() is None:  # a test that failed may have left one stopped
-            os.kill(w.pid, signal.SIGCONT)
-        w.close()
-
-
 def _alive(pid: int) -> bool:
     try:
         status = Path(f"/proc/{pid}/status").read_text()

@@ -30,3 +30,18 @@ def test_quick_start_command_runs_as_written(tmp_path):
         assert status == "DONE" and int(result) == int(first) + int(second)
     assert (tmp_path / "dbdict.sqlite").exists()
     assert "created the SQLite file" in proc.stderr
+
+
+def test_ci_runs_the_readmes_set_up_and_test_commands():
+    """CI must run what a user is told to run: the README's development set-up installs
+    the same extras, and its test command is the one .ci/run executes."""
+    text = README.read_text()
+    section = text[text.index("## Development and tests"):]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "the README lost its development commands"
+    readme_lines = [ln.strip() for ln in block.group(1).splitlines() if ln.strip()]
+    assert readme_lines[-1] == "python -m pytest"
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert re.search(r"^python -m pytest$", ci, re.M), "CI does not run the README's command"
+    assert "pip install -e '.[test]'" in readme_lines[0]
+    assert "-e '.[test]'" in ci

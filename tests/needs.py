@@ -4,6 +4,8 @@ missing install step cannot turn into silently lost coverage."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -13,3 +15,17 @@ def missing(why: str) -> None:
     if os.environ.get("DBDICT_TEST_STRICT") == "1":
         pytest.fail(f"{why} (DBDICT_TEST_STRICT=1: required here)", pytrace=False)
     pytest.skip(why)
+
+
+def psql(url: str, sql: str) -> list[str]:
+    """Run ``sql`` with the real psql client (unaligned, ``|``-separated, no header); the
+    output lines. Needs psql (see :func:`missing`)."""
+    exe = shutil.which("psql")
+    if exe is None:
+        missing("psql is not installed")
+    proc = subprocess.run(
+        [exe, "-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1",
+         "-d", url.replace("+psycopg2", ""), "-c", sql],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()

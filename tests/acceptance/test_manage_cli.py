@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 
@@ -23,7 +22,7 @@ from dbdict_worker.state import read_conf
 from dbdict_worker.store import Store
 from tests.acceptance.test_dbdict_run import EX, dbdict, start, wait_for_step
 from tests.waiting import wait_for
-from tests.needs import missing
+from tests.needs import psql
 
 EVIL = 'a"; DROP TABLE jobs; --'
 SWEEP = ["pkg.exp", "lr={{0.1,0.01}}", "n={{1,2}}"]
@@ -48,18 +47,6 @@ def one_line(text: str) -> str:
     lines = text.strip().splitlines()
     assert len(lines) == 1, text
     return lines[0]
-
-
-def psql(url: str, sql: str) -> list[str]:
-    exe = shutil.which("psql")
-    if exe is None:
-        missing("psql is not installed")
-    proc = subprocess.run(
-        [exe, "-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1",
-         "-d", url.replace("+psycopg2", ""), "-c", sql],
-        capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.splitlines()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 from dbdict_worker.constants import RESTART_PRIORITY, Status
 from dbdict_worker.store import Store
+from tests.acceptance.workers import alive
 from tests.waiting import wait_for
 
 LOOP = "dbdict_worker.examples.loop"
@@ -110,17 +111,8 @@ def test_kill9_worker_job_is_rescued_and_rerun(pg_store, pg_url, tmp_path, worke
     # The dead owner's child, orphaned, wrote nothing: it has no database connection, its
     # pipe to the dead supervisor broke (which it takes as a stop), and it is gone.
     first_pid = int(starts(exproot, job_id)[0].split("pid ")[1])
-    wait_for(lambda: not _alive(first_pid), 30, "the orphaned child to exit")
+    wait_for(lambda: not alive(first_pid), 30, "the orphaned child to exit")
     assert pg_store.job(job_id)[1] == state
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/status").exists() and \
-        "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
 def test_drain_all_finishes_current_jobs_and_books_nothing_new(

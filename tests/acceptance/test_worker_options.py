@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from dbdict_worker.constants import RESTART_PRIORITY, Status
 from dbdict_worker.workdir import Workdir, user_keys
 from tests.acceptance.conftest import Cli
-from tests.acceptance.workers import WorkerProc
+from tests.acceptance.workers import WorkerProc, alive
 from tests.waiting import wait_for
 
 ADD = "dbdict_worker.examples.add"
@@ -29,14 +29,6 @@ SHELL_OUT = "dbdict_worker.examples.shell_out"
 STUBBORN = "dbdict_worker.examples.stubborn"
 #: Short timings, so that losing and rescuing a job takes seconds.
 FAST = ("--heartbeat", "0.3", "--lease", "2", "--poll-interval", "0.2")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "zombie" not in status
 
 
 def _status(cli: Cli) -> dict:
@@ -129,12 +121,12 @@ def test_live_worker_that_lost_its_job_kills_it_and_writes_nothing(
     os.kill(a.pid, signal.SIGSTOP)
     try:
         wait_for(lambda: pg_store.job(job_id)[0].attempts == 2, 30, "b booking the job")
-        assert _alive(a_child), "a's experiment ended while a was stopped: job too short"
+        assert alive(a_child), "a's experiment ended while a was stopped: job too short"
     finally:
         os.kill(a.pid, signal.SIGCONT)
     a.wait_log(f"job {job_id} was taken away (cancelled or requeued): stopping it")
     a.wait_log(f"job {job_id}: stopped, it is no longer ours (nothing written)")
-    wait_for(lambda: not _alive(a_child), 10, "a's experiment killed")
+    wait_for(lambda: not alive(a_child), 10, "a's experiment killed")
     assert b.wait(60) == 0
     job, state = pg_store.job(job_id)
     b_id = job.worker_id

@@ -53,3 +53,12 @@ class WorkerProc:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "zombie" not in status

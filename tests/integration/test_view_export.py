@@ -4,15 +4,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
-import subprocess
 
 import pytest
 import sqlalchemy as sa
 
 from dbdict_worker.constants import Status
 from dbdict_worker.records import RESERVED_KEYS
-from tests.needs import missing
+from tests.needs import psql
 
 EVIL = 'a"; DROP TABLE jobs; --'
 
@@ -50,16 +48,10 @@ def test_view_is_typed_and_quoted(store):
 
 
 def test_view_in_psql_with_numeric_comparison(pg_store, pg_url):
-    psql = shutil.which("psql")
-    if psql is None:
-        missing("psql is not installed")
     _fill(pg_store)
     pg_store.create_view("v")
-    out = subprocess.run(
-        [psql, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", pg_url.replace("+psycopg2", ""),
-         "-c", 'SELECT n, pg_typeof(lr), pg_typeof(n) FROM v WHERE lr = 0.1 ORDER BY n'],
-        capture_output=True, text=True, timeout=60, check=True).stdout.split()
-    assert out == ["1|double", "precision|bigint", "2|double", "precision|bigint"]
+    out = psql(pg_url, "SELECT n, pg_typeof(lr), pg_typeof(n) FROM v WHERE lr = 0.1 ORDER BY n")
+    assert out == ["1|double precision|bigint", "2|double precision|bigint"]
 
 
 def test_view_refuses_our_own_table_names(store):

@@ -50,7 +50,7 @@ def one_line(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. dbdict view create, read with psql
+# dbdict view create, read with psql
 
 
 def test_view_create_command_then_psql_filters_numerically(pg_cli):
@@ -87,7 +87,7 @@ def test_view_create_command_then_psql_filters_numerically(pg_cli):
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. dbdict export
+# dbdict export
 
 
 def test_export_csv_and_json_with_where(cli, tmp_path):
@@ -124,7 +124,7 @@ def test_export_csv_and_json_with_where(cli, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. show, status, cancel, requeue, delete, set-priority
+# show, status, cancel, requeue, delete, set-priority
 
 
 def test_show_and_status_by_key(cli):
@@ -214,7 +214,7 @@ def test_set_priority_and_delete_on_ids_and_selections(cli):
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. dbdict requeue --stale on a job a worker booked
+# dbdict requeue --stale on a job a worker booked
 
 
 def test_requeue_stale_command_rescues_a_booked_job(cli):
@@ -251,7 +251,7 @@ def test_requeue_stale_command_rescues_a_booked_job(cli):
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. The table named in the URL
+# The table named in the URL
 
 
 def test_table_named_in_the_url(pg_cli):
@@ -274,7 +274,7 @@ def test_table_named_in_the_url(pg_cli):
 
 
 # ---------------------------------------------------------------------------------------------
-# 9. dbdict run over a workdir left RUNNING
+# dbdict run over a workdir left RUNNING
 
 
 def _kill_group_and_parent(parent: subprocess.Popen, child_pid: int) -> None:

@@ -20,7 +20,7 @@ def _libpq(url: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. postgresql://.../db/TABLE
+# postgresql://.../db/TABLE
 
 
 def test_table_named_in_the_url_is_the_default_table(pg_url):
@@ -40,7 +40,7 @@ def test_table_named_in_the_url_is_the_default_table(pg_url):
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. Transparent retry after the server dropped our connections
+# Transparent retry after the server dropped our connections
 
 
 def _terminate_others(url: str) -> int:
@@ -86,7 +86,7 @@ def test_store_calls_survive_terminated_connections(pg_store, pg_url):
 
 
 # ---------------------------------------------------------------------------------------------
-# 7. Bulk enqueue: a few round trips, not one per job
+# Bulk enqueue: a few round trips, not one per job
 
 
 class _CountingCursor(psycopg2.extensions.cursor):
@@ -158,7 +158,7 @@ def test_bulk_enqueue_is_a_few_round_trips(pg_store):
 
 
 # ---------------------------------------------------------------------------------------------
-# 8. One NOTIFY per enqueue
+# One NOTIFY per enqueue
 
 
 def _listener(url: str):
@@ -220,7 +220,7 @@ def test_one_notification_per_enqueue(pg_store, pg_url):
 
 
 # ---------------------------------------------------------------------------------------------
-# 10. key = value filters use the state value index
+# key = value filters use the state value index
 
 
 def test_where_filter_uses_the_state_value_index(pg_store):

@@ -173,26 +173,19 @@ def _store_worker(url: str, table: str, worker: str, start, out) -> None:
 def capture_queue_sql(store, table: str) -> dict[str, tuple[str, dict[str, Any]]]:
     """The SQL text and parameters that ``store.book`` and ``store.finish`` send to
     psycopg2, captured from one probe job in ``table`` (which must hold no other job)."""
-    import sqlalchemy as sa
-
-    sent: list[tuple[str, dict[str, Any]]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        sent.append((statement, dict(parameters)))
+    from dbdict_worker.db.connect import sent_statements
 
     store.enqueue("bench.noop", [{"probe": True}], table=table)
-    sa.event.listen(store.engine, "before_cursor_execute", capture)
-    try:
+    with sent_statements(store.engine) as sent:
         (booking,) = store.book("bench-probe", "bench", tables=[table], n=1)
         booked = len(sent)
         store.finish(booking.token, Status.DONE)
-    finally:
-        sa.event.remove(store.engine, "before_cursor_execute", capture)
     store.delete(tables=[table])
     # A store's first booking also looks up the table ids (cached from then on).
     if "SKIP LOCKED" not in sent[booked - 1][0] or len(sent) != booked + 1:
         raise RuntimeError(f"expected one statement each for book and finish: {sent}")
-    return {"book": sent[booked - 1], "finish": sent[booked]}
+    return {"book": (sent[booked - 1][0], dict(sent[booked - 1][1])),
+            "finish": (sent[booked][0], dict(sent[booked][1]))}
 
 
 def _bare_worker(url: str, table_id: int, worker: str, sql: dict, start, out) -> None:

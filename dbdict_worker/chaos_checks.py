@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from dbdict_worker.constants import Status
 from dbdict_worker.db import queries
+from dbdict_worker.db.connect import sent_statements
 
 #: The tables every booking, save and heartbeat writes to.
 HOT_TABLES = ("jobs", "state", "events", "workers")
@@ -180,21 +181,12 @@ def dead_tuples(conn: sa.Connection) -> dict[str, dict[str, Any]]:
 def booking_plan(engine: sa.Engine, *, table_ids: tuple[int, ...] | None = None) -> str:
     """EXPLAIN of the exact statement the worker books with (``queries.book``, captured as
     it is sent, in a transaction that is rolled back)."""
-    captured: list[tuple[str, Any]] = []
-
-    def grab(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        if "SKIP LOCKED" in statement and not captured:
-            captured.append((statement, parameters))
-
     with engine.connect() as conn:
-        sa.event.listen(conn, "before_cursor_execute", grab)
-        try:
-            with conn.begin() as trans:
-                queries.book(conn, worker_id="chaos-explain", host="chaos",
-                             table_ids=table_ids, n=2)
-                trans.rollback()  # nothing booked stays booked
-        finally:
-            sa.event.remove(conn, "before_cursor_execute", grab)
+        with sent_statements(conn) as sent, conn.begin() as trans:
+            queries.book(conn, worker_id="chaos-explain", host="chaos",
+                         table_ids=table_ids, n=2)
+            trans.rollback()  # nothing booked stays booked
+        captured = [(sql, params) for sql, params in sent if "SKIP LOCKED" in sql]
         if not captured:
             return "(the booking statement was not seen)"
         statement, params = captured[0]

@@ -10,8 +10,9 @@ import logging
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import sqlalchemy as sa
 import tenacity
@@ -147,6 +148,23 @@ _PERMANENT_MARKERS = (
     "invalid dsn",
     "could not translate host name",
 )
+
+
+@contextmanager
+def sent_statements(target: Engine | sa.Connection) -> Iterator[list[tuple[str, Any]]]:
+    """Collect ``(SQL text, parameters)`` of every statement ``target`` (an engine or one
+    connection) sends inside the block, exactly as the driver receives them: for EXPLAIN of
+    the real booking statement, and for benchmarks that replay it bare."""
+    sent: list[tuple[str, Any]] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        sent.append((statement, parameters))
+
+    event.listen(target, "before_cursor_execute", grab)
+    try:
+        yield sent
+    finally:
+        event.remove(target, "before_cursor_execute", grab)
 
 
 def is_transient(exc: BaseException) -> bool:

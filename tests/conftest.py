@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from dbdict_worker.store import Store
-from tests.needs import missing
+from tests.support.needs import missing
 
 
 _counter = itertools.count()
@@ -127,7 +127,7 @@ def pg_store(pg_url):
 @pytest.fixture(scope="session")
 def private_pg():
     """A private PostgreSQL server with password authentication (started once)."""
-    from tests import pgserver
+    from tests.support import pgserver
 
     why = pgserver.available()
     if why:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from dbdict_worker import state as statemod
-from dbdict_worker.cmdexp import CommandTemplate
+from dbdict_worker.job.cmdexp import CommandTemplate
 from dbdict_worker.sweeps import expand_braces, load_sweep_file
 from dbdict_worker.cli.common import db_options, handle_errors, log, open_store
 from dbdict_worker.constants import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_TABLE

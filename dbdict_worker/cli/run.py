@@ -6,7 +6,7 @@ import time
 
 import click
 
-from dbdict_worker import localrun
+from dbdict_worker.job import local as localrun
 from dbdict_worker.cli.common import handle_errors
 from dbdict_worker.errors import DbdictError, UsageError
 from dbdict_worker.state import format_conf

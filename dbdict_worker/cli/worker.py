@@ -123,7 +123,7 @@ def _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heart
            workdir_base, poll_only, poll_interval) -> int:
     from dbdict_worker.db.connect import retry_seconds_from_env
     from dbdict_worker.store import Store
-    from dbdict_worker.supervisor import Supervisor, WorkerConfig
+    from dbdict_worker.worker.supervisor import Supervisor, WorkerConfig
 
     logging.getLogger("dbdict_worker.db").setLevel(logging.ERROR)  # the supervisor logs outages
     table_list = _split(tables) or _split((os.environ.get("DBDICT_TABLE", ""),))
@@ -200,7 +200,7 @@ def status(as_json, include_stopped, db, table, debug) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args) -> None:
     """Measure this installation against a database (`dbdict-worker bench --help`)."""
-    from dbdict_worker import bench as benchmod
+    from dbdict_worker.bench import command as benchmod
 
     sys.exit(benchmod.main(list(args), prog="dbdict-worker bench"))
 

@@ -1,7 +1,6 @@
 """Schema creation and migration (alembic), and the check every command runs first."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -15,15 +14,12 @@ from dbdict_worker.errors import SchemaError
 
 
 def script_location() -> str:
-    """Where the alembic scripts are: the installed ``dbdict_worker.migrations`` package, or
-    the source tree's top-level ``migrations/``."""
-    source = Path(__file__).resolve().parents[2] / "migrations"
-    if (source / "env.py").is_file():
-        return str(source)
-    spec = importlib.util.find_spec("dbdict_worker.migrations")
-    if spec is None or not spec.submodule_search_locations:
+    """Where the alembic scripts are: ``migrations/`` beside this module, in the source tree
+    and in an installed wheel alike."""
+    here = Path(__file__).resolve().parent / "migrations"
+    if not (here / "env.py").is_file():
         raise SchemaError("the migration scripts are missing from this installation")
-    return str(list(spec.submodule_search_locations)[0])
+    return str(here)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.needs import missing
+from tests.support.needs import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "dbdict-worker@.service"

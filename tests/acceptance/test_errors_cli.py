@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from dbdict_worker.db.schema import VERSION_TABLE
 from tests.acceptance.conftest import Cli
-from tests.pgserver import free_port
+from tests.support.pgserver import free_port
 
 
 def one_line(proc) -> str:

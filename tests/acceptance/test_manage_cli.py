@@ -21,8 +21,8 @@ from dbdict_worker.records import RESERVED_KEYS
 from dbdict_worker.state import read_conf
 from dbdict_worker.store import Store
 from tests.acceptance.test_dbdict_run import EX, dbdict, start, wait_for_step
-from tests.waiting import wait_for
-from tests.needs import psql
+from tests.support.waiting import wait_for
+from tests.support.needs import psql
 
 EVIL = 'a"; DROP TABLE jobs; --'
 SWEEP = ["pkg.exp", "lr={{0.1,0.01}}", "n={{1,2}}"]

@@ -13,7 +13,7 @@ import pytest
 from dbdict_worker.constants import RESTART_PRIORITY, Status
 from dbdict_worker.store import Store
 from tests.acceptance.workers import alive
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 LOOP = "dbdict_worker.examples.loop"
 
@@ -238,7 +238,7 @@ def _catches_sigterm(pid: int) -> bool:
 
 
 def test_sigterm_while_waiting_for_the_database_at_start_exits_0(tmp_path, workers):
-    from tests.pgserver import free_port
+    from tests.support.pgserver import free_port
 
     w = workers(f"postgresql://nobody@127.0.0.1:{free_port()}/db", "early")
     wait_for(lambda: _catches_sigterm(w.pid), 30, "the worker's SIGTERM handler")

@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from dbdict_worker.constants import RESTART_PRIORITY, Status
-from dbdict_worker.workdir import Workdir, user_keys
+from dbdict_worker.job.workdir import Workdir, user_keys
 from tests.acceptance.conftest import Cli
 from tests.acceptance.workers import WorkerProc, alive
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 ADD = "dbdict_worker.examples.add"
 LOOP = "dbdict_worker.examples.loop"

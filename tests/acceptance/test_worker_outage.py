@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from dbdict_worker.constants import Status
 from dbdict_worker.store import Store
 from tests.acceptance.workers import WorkerProc
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 LOOP = "dbdict_worker.examples.loop"
 _names = itertools.count()
@@ -81,7 +81,7 @@ def test_password_on_the_command_line_leaves_ps(private_pg, private_db, tmp_path
         # Everything the worker started (the fork server, the experiment) sees no password,
         # not even in the memory its environment came from.
         below = wait_for(lambda: [p for p in _descendants(w.pid)
-                                  if b"dbdict_worker.runner" in _cmdline(p)
+                                  if b"dbdict_worker.job.runner" in _cmdline(p)
                                   or b"forkserver" in _cmdline(p)], 30, "the job's processes")
         for pid in _descendants(w.pid):
             assert private_pg.password.encode() not in Path(f"/proc/{pid}/environ").read_bytes()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 BIN = Path(sys.executable).parent
 

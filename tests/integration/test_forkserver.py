@@ -8,10 +8,10 @@ import signal
 import pytest
 
 from dbdict_worker.constants import Status
-from dbdict_worker.forkserver import ForkServer
-from dbdict_worker.process import JobProcess, JobSpec
+from dbdict_worker.job.forkserver import ForkServer
+from dbdict_worker.job.process import JobProcess, JobSpec
 from dbdict_worker.state import read_conf
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 EX = "dbdict_worker.examples."
 

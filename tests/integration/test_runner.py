@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dbdict_worker.cmdexp import CommandTemplate
+from dbdict_worker.job.cmdexp import CommandTemplate
 from dbdict_worker.constants import Status
-from dbdict_worker.process import JobProcess, JobSpec, Outcome
+from dbdict_worker.job.process import JobProcess, JobSpec, Outcome
 from dbdict_worker.state import read_conf
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 EX = "dbdict_worker.examples."
 
@@ -203,7 +203,7 @@ def test_bad_final_value_keeps_the_last_good_state(tmp_path):
 
 
 def test_start_errors_are_raised_not_spawned(tmp_path):
-    from dbdict_worker.process import StartError
+    from dbdict_worker.job.process import StartError
 
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -221,7 +221,7 @@ def test_signal_after_exit_is_refused(tmp_path):
 
 
 def test_jobrun_never_leaves_the_child_unwatched(tmp_path):
-    from dbdict_worker.jobrun import JobRun
+    from dbdict_worker.job.jobrun import JobRun
 
     def database_gone(state):
         raise RuntimeError("database gone")

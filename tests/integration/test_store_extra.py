@@ -12,7 +12,7 @@ from sqlalchemy import event
 from dbdict_worker.constants import Status
 from dbdict_worker.db import workers as workerq
 from dbdict_worker.store import Store
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 
 def _libpq(url: str) -> str:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from dbdict_worker.constants import Status
-from dbdict_worker.jobrun import JobRun
-from dbdict_worker.process import JobSpec
+from dbdict_worker.job.jobrun import JobRun
+from dbdict_worker.job.process import JobSpec
 from dbdict_worker.state import read_conf
-from dbdict_worker.sync import ExpRoot, PeriodicPusher, SyncConfig, Syncer, SyncError
-from tests.helpers_sshd import Sshd, free_port, sshd  # noqa: F401 (the fixture)
+from dbdict_worker.job.sync import ExpRoot, PeriodicPusher, SyncConfig, Syncer, SyncError
+from tests.support.sshd import Sshd, free_port, sshd  # noqa: F401 (the fixture)
 
 EX = "dbdict_worker.examples."
 FAST = dict(attempts=2, wait_initial=0.01, wait_max=0.05, max_seconds=30)

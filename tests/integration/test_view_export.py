@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from dbdict_worker.constants import Status
 from dbdict_worker.records import RESERVED_KEYS
-from tests.needs import psql
+from tests.support.needs import psql
 
 EVIL = 'a"; DROP TABLE jobs; --'
 

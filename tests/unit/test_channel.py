@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-from dbdict_worker import DD, messages
+from dbdict_worker import DD
+from dbdict_worker.job import messages
 from dbdict_worker.channel import STOP, Channel, save_interval_from_env
 from dbdict_worker.errors import StateError
 from dbdict_worker.state import flatten

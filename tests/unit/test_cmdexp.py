@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from dbdict_worker.cmdexp import (
+from dbdict_worker.job.cmdexp import (
     CommandError,
     CommandTemplate,
     env_name,

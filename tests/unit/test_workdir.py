@@ -5,8 +5,8 @@ import pytest
 
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import UsageError
-from dbdict_worker.sync import ExpRoot, SyncConfig, Syncer, safe_segment
-from dbdict_worker.workdir import MAX_NAME, Workdir, default_name
+from dbdict_worker.job.sync import ExpRoot, SyncConfig, Syncer, safe_segment
+from dbdict_worker.job.workdir import MAX_NAME, Workdir, default_name
 
 
 def test_default_name_is_readable_safe_bounded_and_unique():

@@ -1,6 +1,6 @@
 """A chaos soak: real workers, a real private PostgreSQL, and a driver that breaks things.
 
-    python -m dbdict_worker.chaos --jobs 20000 --workers 4 --slots 2 [--duration-limit S]
+    python -m tests.soak.chaos --jobs 20000 --workers 4 --slots 2 [--duration-limit S]
                                   [--seed N] [--fast] [--keep] [--json]
 
 It starts a PostgreSQL server of its own (``initdb``/``pg_ctl`` from the machine's PostgreSQL,
@@ -17,7 +17,7 @@ enqueues N short runs of the resumable example ``dbdict_worker.examples.loop``, 
   (``Store.requeue``) once the exproot is back, and counts them.
 
 At the end (every job DONE, or the time limit) it stops the workers with SIGTERM and checks
-(:mod:`dbdict_worker.chaos_checks`): each job finished DONE exactly once (``events``), its
+(:mod:`tests.soak.checks`): each job finished DONE exactly once (``events``), its
 result is an uninterrupted run's, nothing is lost or duplicated, nothing is left RUNNING, no
 job process outlived its worker, every job's history is consistent and no live worker's job
 was declared lost; it prints the hot tables' dead tuples and the booking query's plan (an
@@ -45,9 +45,9 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from dbdict_worker import chaos_checks as checks
-from dbdict_worker.chaos_checks import ChaosReport, summary
-from dbdict_worker.chaos_pg import PgServer, server_unavailable
+from tests.soak import checks
+from tests.soak.checks import ChaosReport, summary
+from tests.support.pgcluster import PgServer, server_unavailable
 from dbdict_worker.constants import Status
 from dbdict_worker.store import Store
 
@@ -445,10 +445,10 @@ def run_chaos(cfg: ChaosConfig, say: Callable[[str], None] | None = None) -> Cha
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dbdict_worker.chaos``; exit 0 when every check passed, 1 if one failed,
+    """``python -m tests.soak.chaos``; exit 0 when every check passed, 1 if one failed,
     2 if no private PostgreSQL can be started, 130 when interrupted."""
     p = argparse.ArgumentParser(
-        prog="python -m dbdict_worker.chaos",
+        prog="python -m tests.soak.chaos",
         description="Chaos soak: N loop jobs through W real workers on a private PostgreSQL, "
                     "while workers are killed and restarted, PostgreSQL restarts once and the "
                     "exproot goes away once; then every job must be DONE exactly once with "

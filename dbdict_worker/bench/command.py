@@ -1,6 +1,6 @@
 """Benchmarks against a real database, each figure next to a baseline measured in the same run.
 
-    python -m dbdict_worker.bench --db postgresql://postgres@127.0.0.1/benchdb [--quick]
+    python -m dbdict_worker.bench.command --db postgresql://postgres@127.0.0.1/benchdb [--quick]
 
 - enqueue: N jobs x 10 parameters through ``Store.enqueue`` (jobs/s), next to a bare COPY of the
   same rows into a scratch table (the ceiling of what any client could do);

@@ -1,4 +1,4 @@
-"""What the chaos soak (:mod:`dbdict_worker.chaos`) checks once the storm is over, and its
+"""What the chaos soak (:mod:`tests.soak.chaos`) checks once the storm is over, and its
 report.
 
 Each function reads the database (or ``/proc``) and returns plain values; the driver turns

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.needs import missing
+from tests.support.needs import missing
 
 HOST_ALIAS = "dbdict-test-sshd"
 

@@ -1,4 +1,4 @@
-"""A private, throwaway PostgreSQL server for the chaos soak (:mod:`dbdict_worker.chaos`).
+"""A private, throwaway PostgreSQL server for the chaos soak (:mod:`tests.soak.chaos`).
 
 Self-contained (the soak runs from an installed package, where ``tests/`` is absent), with the
 approach of ``tests/pgserver.py``: ``initdb``/``pg_ctl`` from the machine's PostgreSQL

@@ -8,12 +8,12 @@ socket pair; the job's pipe and output files are passed as file descriptors (SCM
 
 Each child calls ``setsid()`` (its own process group, which the worker signals as usual),
 sets the job's environment, working directory and fds 1/2, and runs
-:func:`dbdict_worker.runner.main`. The server reaps its children: when one exits it first
+:func:`dbdict_worker.job.runner.main`. The server reaps its children: when one exits it first
 kills whatever is left in the child's process group (the exited leader is still a zombie, so
 its group id cannot have been reused), then reaps it and reports the exit status.
 
 :class:`ForkServer` is the worker's side: ``spawn()`` returns a :class:`ForkedChild` whose
-``wait_exited()``/``reap_group()`` mirror what :class:`~dbdict_worker.process.JobProcess`
+``wait_exited()``/``reap_group()`` mirror what :class:`~dbdict_worker.job.process.JobProcess`
 does with a :class:`subprocess.Popen`. If the server dies, spawns fail with OSError and
 JobProcess falls back to a plain subprocess.
 """
@@ -88,10 +88,10 @@ class ForkServer:
         try:
             # The server's own environment is what /proc/PID/environ of every job shows (a
             # forked child keeps the memory it was exec'ed with): never the worker's secrets.
-            from dbdict_worker.process import child_env
+            from dbdict_worker.job.process import child_env
 
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "dbdict_worker.forkserver", str(theirs.fileno())],
+                [sys.executable, "-m", "dbdict_worker.job.forkserver", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=child_env(),
                 start_new_session=True, cwd="/")
         finally:
@@ -202,7 +202,7 @@ def _child(request: dict[str, Any], fds: list[int], sock: socket.socket) -> None
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
-        from dbdict_worker import runner
+        from dbdict_worker.job import runner
 
         code = runner.main([request["spec"], str(pipe_fd)])
     except BaseException:  # noqa: BLE001 - the child must end with a status, whatever happens
@@ -222,7 +222,7 @@ def _child(request: dict[str, Any], fds: list[int], sock: socket.socket) -> None
 
 def serve(sock: socket.socket) -> None:
     """The server's loop: fork on requests, report exits, end when the worker goes away."""
-    from dbdict_worker import runner  # noqa: F401 - the point: imported once, before forking
+    from dbdict_worker.job import runner  # noqa: F401 - the point: imported once, before forking
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

@@ -1,6 +1,6 @@
 """A private PostgreSQL server for tests that need one to themselves: password
 authentication, restarts in the middle of a run, outages. The server itself is
-:class:`dbdict_worker.chaos_pg.PgServer` (which the chaos soak uses too), not durable: tests
+:class:`tests.support.pgcluster.PgServer` (which the chaos soak uses too), not durable: tests
 want speed, not crash safety."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dbdict_worker.chaos_pg import PgServer, free_port, server_unavailable
+from tests.support.pgcluster import PgServer, free_port, server_unavailable
 
 __all__ = ["PrivateServer", "available", "free_port"]
 

@@ -25,10 +25,10 @@ from typing import Any, Callable
 
 from dbdict_worker import state as statemod
 from dbdict_worker.constants import Status
-from dbdict_worker.forkserver import ForkServer
-from dbdict_worker.process import JobProcess, JobSpec, Outcome, StartError
-from dbdict_worker.sync import PeriodicPusher, Syncer, SyncError
-from dbdict_worker.workdir import user_keys
+from dbdict_worker.job.forkserver import ForkServer
+from dbdict_worker.job.process import JobProcess, JobSpec, Outcome, StartError
+from dbdict_worker.job.sync import PeriodicPusher, Syncer, SyncError
+from dbdict_worker.job.workdir import user_keys
 
 log = logging.getLogger("dbdict_worker")
 

@@ -1,14 +1,14 @@
 """The chaos soak, small: a few hundred jobs through real workers that are killed (SIGKILL and
 SIGTERM) and restarted, one PostgreSQL restart and one exproot outage, then every check of
-:mod:`dbdict_worker.chaos` (``python -m dbdict_worker.chaos`` runs the full-size one)."""
+:mod:`tests.soak.chaos` (``python -m tests.soak.chaos`` runs the full-size one)."""
 from __future__ import annotations
 
 import pytest
 
-from dbdict_worker.chaos import ChaosConfig, run_chaos, summary
-from dbdict_worker.chaos_checks import plan_problem
-from dbdict_worker.chaos_pg import server_unavailable
-from tests.needs import missing
+from tests.soak.chaos import ChaosConfig, run_chaos, summary
+from tests.soak.checks import plan_problem
+from tests.support.pgcluster import server_unavailable
+from tests.support.needs import missing
 
 
 @pytest.mark.slow

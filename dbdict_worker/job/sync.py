@@ -32,7 +32,7 @@ from typing import Callable
 import tenacity
 
 from dbdict_worker.errors import DbdictError, UsageError
-from dbdict_worker.workdir import NO_SYNC_PATTERN
+from dbdict_worker.job.workdir import NO_SYNC_PATTERN
 
 log = logging.getLogger("dbdict_worker")
 

@@ -1,11 +1,11 @@
 """Per-job overhead of the subprocess runner, and the cost of channel calls.
 
-    python -m dbdict_worker.bench_runner [--runs N]
+    python -m dbdict_worker.bench.runner [--runs N]
 
 Prints medians over N runs, measured in the same process one after the other:
 
 - ``python -c pass``: a bare interpreter spawn (the floor any subprocess runner pays);
-- ``import runner``: ``python -c 'import dbdict_worker.runner'`` (our import cost);
+- ``import runner``: ``python -c 'import dbdict_worker.job.runner'`` (our import cost);
 - ``JobProcess``: start + wait for the no-op experiment (workdir files, pipe, threads,
   child start, import, orig.conf/current.conf writes, outcome);
 - ``JobRun``: the same through JobRun (what ``dbdict run`` uses);
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Callable
 
 from dbdict_worker.channel import Channel
-from dbdict_worker.forkserver import ForkServer
-from dbdict_worker.jobrun import JobRun
-from dbdict_worker.process import JobProcess, JobSpec
+from dbdict_worker.job.forkserver import ForkServer
+from dbdict_worker.job.jobrun import JobRun
+from dbdict_worker.job.process import JobProcess, JobSpec
 from dbdict_worker.state import DD, flatten
 
 NOOP = "dbdict_worker.examples.noop"
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         spawn_ms(3, "pass")  # warm the page cache
         rows = [
             ("python -c pass", spawn_ms(args.runs, "pass")),
-            ("python -c 'import dbdict_worker.runner'",
-             spawn_ms(args.runs, "import dbdict_worker.runner")),
+            ("python -c 'import dbdict_worker.job.runner'",
+             spawn_ms(args.runs, "import dbdict_worker.job.runner")),
             ("JobProcess no-op job (start -> outcome)", jobprocess_ms(args.runs, base)),
             ("JobRun no-op job (dbdict run's path)", jobrun_ms(args.runs, base)),
             ("JobProcess via the fork server (workers)", forked_ms(args.runs, base)),

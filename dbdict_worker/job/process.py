@@ -7,7 +7,7 @@
 ...         store.save_state(token, state)     # the parent owns every database write
 >>> outcome.status, outcome.state, outcome.error
 
-The child (:mod:`dbdict_worker.runner`) runs in its own session (so :meth:`JobProcess.signal`
+The child (:mod:`dbdict_worker.job.runner`) runs in its own session (so :meth:`JobProcess.signal`
 reaches its whole process group) with a cleaned environment: the database URL and PostgreSQL
 passwords are removed, so an experiment never sees them. Two threads per job do the watching:
 one reads the pipe continuously (so a large state never blocks the child), one waits for the
@@ -31,13 +31,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from dbdict_worker import messages
+from dbdict_worker.job import messages
 from dbdict_worker import state as statemod
 from dbdict_worker.channel import save_interval_from_env
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError
-from dbdict_worker.forkserver import ForkedChild, ForkServer
-from dbdict_worker.workdir import (
+from dbdict_worker.job.forkserver import ForkedChild, ForkServer
+from dbdict_worker.job.workdir import (
     ERROR_KEY,
     STATUS_KEY,
     TEMPDIR_ENV,
@@ -237,7 +237,7 @@ class JobProcess:
                     log.warning("fork server unavailable (%s): starting a new interpreter", e)
             if child is None:
                 child = PopenChild(subprocess.Popen(
-                    [spec.python, "-m", "dbdict_worker.runner", spec_path, str(write_fd)],
+                    [spec.python, "-m", "dbdict_worker.job.runner", spec_path, str(write_fd)],
                     cwd=private_dir, env=env, stdin=subprocess.DEVNULL, stdout=out,
                     stderr=err, pass_fds=(write_fd,), start_new_session=True))
         except OSError as e:

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from dbdict_worker import cmdexp
+from dbdict_worker.job import cmdexp
 from dbdict_worker import state as statemod
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError, UsageError
-from dbdict_worker.jobrun import JobRun, RunResult
-from dbdict_worker.process import JobSpec, Outcome
+from dbdict_worker.job.jobrun import JobRun, RunResult
+from dbdict_worker.job.process import JobSpec, Outcome
 from dbdict_worker.sweeps import expand_braces
-from dbdict_worker.workdir import Workdir, default_name, is_reserved
+from dbdict_worker.job.workdir import Workdir, default_name, is_reserved
 
 EXIT_COMPLETE = 0
 EXIT_FAILED = 1

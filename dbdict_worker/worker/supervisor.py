@@ -1,7 +1,7 @@
 """The worker daemon (``dbdict-worker start``): one supervisor process, N job slots.
 
 The supervisor's main thread owns every database write. It books jobs, starts one
-:class:`~dbdict_worker.jobrun.JobRun` per booked job in a slot thread (the experiment itself
+:class:`~dbdict_worker.job.jobrun.JobRun` per booked job in a slot thread (the experiment itself
 runs in a child process), writes the saves and final statuses the slots report through a
 queue, heartbeats, and rescues jobs of dead workers. Signal handlers only set flags; the loop
 acts on them.
@@ -29,15 +29,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from dbdict_worker import forkserver, sdnotify
+from dbdict_worker.job import forkserver
+from dbdict_worker.worker import sdnotify
 from dbdict_worker.constants import RESTART_PRIORITY, Status
 from dbdict_worker.db import workers as workerq
 from dbdict_worker.errors import DatabaseUnavailable, LostOwnership
-from dbdict_worker.jobrun import JobRun, RunResult
-from dbdict_worker.process import JobSpec, Outcome
+from dbdict_worker.job.jobrun import JobRun, RunResult
+from dbdict_worker.job.process import JobSpec, Outcome
 from dbdict_worker.records import reserved
 from dbdict_worker.store import Booking, Store
-from dbdict_worker.sync import ExpRoot, Syncer, safe_segment
+from dbdict_worker.job.sync import ExpRoot, Syncer, safe_segment
 
 log = logging.getLogger("dbdict_worker.worker")
 
@@ -352,7 +353,7 @@ class Supervisor:
     def _start_listener(self) -> None:
         if self.cfg.poll_only or self.store.target.is_sqlite:
             return
-        from dbdict_worker.wakeup import Listener
+        from dbdict_worker.worker.wakeup import Listener
 
         self.listener = Listener(self.store.target.url,
                                  [workerq.JOBS_CHANNEL, workerq.CONTROL_CHANNEL],

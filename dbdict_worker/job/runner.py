@@ -1,10 +1,10 @@
-"""The job's child process: ``python -m dbdict_worker.runner SPEC_FILE FD``.
+"""The job's child process: ``python -m dbdict_worker.job.runner SPEC_FILE FD``.
 
-Started by :class:`dbdict_worker.process.JobProcess` in its own session, in the job's private
+Started by :class:`dbdict_worker.job.process.JobProcess` in its own session, in the job's private
 directory (it moves into the workdir once its own imports are done), with fds 1/2 already
 pointing at ``workdir/stdout`` and ``workdir/stderr`` (when redirected). It needs no database:
 it reads its spec from SPEC_FILE (then deletes it), talks to the parent over the pipe FD
-(:mod:`dbdict_worker.messages`), and:
+(:mod:`dbdict_worker.job.messages`), and:
 
 1. makes SIGTERM/SIGINT/SIGUSR2 set the stop flag before it imports the experiment, so a stop
    during a slow import is not lost (a stop in the first few ms, while this module loads, kills
@@ -26,12 +26,13 @@ import sys
 import traceback
 from typing import Any, Mapping
 
-from dbdict_worker import cmdexp, messages
+from dbdict_worker.job import cmdexp
+from dbdict_worker.job import messages
 from dbdict_worker.channel import Channel
 from dbdict_worker.constants import COMPLETE, INCOMPLETE
 from dbdict_worker.errors import ResolveError
 from dbdict_worker.state import expand, flatten, resolve
-from dbdict_worker.workdir import Workdir, user_keys
+from dbdict_worker.job.workdir import Workdir, user_keys
 
 #: Longest error line kept in dbdict.error (the full traceback is in workdir/stderr).
 MAX_ERROR = 2000
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the child; returns 0 once the end message is sent."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        sys.stderr.write("usage: python -m dbdict_worker.runner SPEC_FILE FD\n"
+        sys.stderr.write("usage: python -m dbdict_worker.job.runner SPEC_FILE FD\n"
                          "(started by dbdict-worker and dbdict run, not by hand)\n")
         return 2
     # Before anything slow: a stop asked while the experiment imports becomes 'stop'.

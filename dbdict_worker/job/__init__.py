@@ -1,0 +1,1 @@
+"""One job, start to end, with no database: the child process, its workdir, its sync."""

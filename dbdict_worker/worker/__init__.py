@@ -1,0 +1,1 @@
+"""The worker daemon: the booking loop, its writes, rescue of lost jobs, wake-ups."""

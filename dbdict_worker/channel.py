@@ -1,4 +1,5 @@
-"""The experiment's side of a job: ``channel.switch()``, ``channel.save()`` (SPEC section 7).
+"""The experiment's side of a job: ``channel.switch()``, ``channel.save()`` (the README's "The
+channel" section).
 
 An experiment calls these every iteration of its loop, so they must cost next to nothing:
 ``switch()`` reads a flag, ``save()`` marks the state dirty. The state itself is flattened,
@@ -17,11 +18,13 @@ import signal
 import time
 from typing import Any, Callable, Mapping
 
+from dbdict_worker import signals
 from dbdict_worker.constants import COMPLETE, INCOMPLETE
 
 #: What switch() returns once a stop was asked.
 STOP = "stop"
-#: Signals that ask the experiment to stop (SIGUSR2: SLURM's usual preemption warning).
+#: Signals that ask a job to stop (SIGUSR2: SLURM's usual preemption warning): the experiment's
+#: switch() then returns 'stop', and ``dbdict run`` passes them on to its job.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 DEFAULT_SAVE_INTERVAL = 1.0
 SAVE_INTERVAL_ENV = "DBDICT_SAVE_INTERVAL"
@@ -122,17 +125,17 @@ class Channel:
 
     def install_signal_handlers(self) -> None:
         """SIGTERM, SIGINT and SIGUSR2 make switch() return 'stop' (main thread only)."""
-        for sig in STOP_SIGNALS:
-            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+        self._previous_handlers.update(
+            signals.install(signals.same_handler(STOP_SIGNALS, self._on_signal)))
 
     def restore_signal_handlers(self) -> None:
         """Put back the handlers that install_signal_handlers replaced."""
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
+        signals.restore(self._previous_handlers)
         self._previous_handlers.clear()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        # Only a flag: the experiment acts on it at its next switch() (see huey, STYLE.md).
+        # Only a flag: almost nothing is safe inside a signal handler, so the experiment acts
+        # on it at its next switch().
         self._stop = True
 
     def __enter__(self) -> "Channel":

@@ -1,4 +1,5 @@
-"""Statuses and priorities (SPEC section 4); numbers kept from the 2008 original."""
+"""Statuses, priorities and exit codes shared by the queue and the job runtime (the README's
+"Statuses" section); the status numbers are kept from the 2008 original."""
 from __future__ import annotations
 
 import enum
@@ -44,3 +45,6 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TABLE = "default"
 #: Prefix of the keys the system owns; users cannot enqueue them.
 RESERVED_PREFIX = "dbdict"
+#: Exit status for INCOMPLETE: of ``dbdict run`` (the same command resumes the job) and of a
+#: command experiment's program. EX_TEMPFAIL in sysexits.h: "try again later".
+EXIT_INCOMPLETE = 75

@@ -1,7 +1,7 @@
 """Exceptions shared by the library and the commands.
 
-Each carries the exit code its command maps it to (SPEC section 5): 1 for an operational
-failure, 2 for a usage error. Messages are one line and never contain a password.
+Each carries the exit code its command maps it to: 1 for an operational failure, 2 for a
+usage error. Messages are one line and never contain a password.
 """
 from __future__ import annotations
 

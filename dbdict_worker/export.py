@@ -6,8 +6,8 @@ import io
 import json
 from typing import IO, Any, Iterable, Mapping
 
-from dbdict_worker.db.queries import Job
-from dbdict_worker.records import RESERVED_KEYS, full_state
+from dbdict_worker.db.models import Job
+from dbdict_worker.records import RESERVED, RESERVED_KEYS, full_state
 from dbdict_worker.state import format_value
 
 
@@ -74,19 +74,20 @@ def write_json(out: IO[str], rows: Iterable[tuple[Job, Mapping[str, Any]]]) -> i
 
 
 #: The reserved columns a text table keeps (the rest are in CSV and JSON).
-TABLE_RESERVED = ("dbdict.id", "dbdict.status")
+TABLE_RESERVED = tuple(r for r in RESERVED if r.name in ("id", "status"))
 
 
 def write_table(out: IO[str], user_keys: Iterable[str],
                 rows: Iterable[tuple[Job, Mapping[str, Any]]], *, width: int = 30) -> int:
     """An aligned text table for people: id, status and one column per parameter or result
     (cells cut to ``width`` characters). Holds all rows in memory: for big exports use CSV."""
-    columns = list(TABLE_RESERVED) + sorted(user_keys)
+    keys = sorted(user_keys)
+    columns = [r.key for r in TABLE_RESERVED] + keys
     cells = []
     for job, state in rows:
         flat = full_state(job, state)
         cells.append([_cut(cell(flat.get(c)), width) for c in columns])
-    header = [c[len("dbdict."):] if c.startswith("dbdict.") else c for c in columns]
+    header = [r.name for r in TABLE_RESERVED] + keys  # id, status: without the prefix
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
     out.write("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip() + "\n")
     for r in cells:

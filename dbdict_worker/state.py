@@ -1,5 +1,6 @@
-"""The state model (SPEC sections 2-3): DD, flat dotted keys, safe value parsing, .conf files,
-builders (make/resolve) and the parameter hash used to skip duplicate jobs.
+"""The state model: DD, flat dotted keys (the reserved ``dbdict.*`` ones included), safe value
+parsing, .conf files, builders (make/resolve), experiment paths and the parameter hash used to
+skip duplicate jobs.
 
 A state is a nested dict with attribute access. It is stored flattened (``model.n_hidden``), and
 its values are restricted to what every backend and the ``.conf`` text format can carry exactly:
@@ -28,9 +29,10 @@ from dbdict_worker.constants import RESERVED_PREFIX
 from dbdict_worker.errors import ResolveError, StateError, UsageError
 
 __all__ = [
-    "DD", "check_key", "check_value", "flatten", "expand", "check_user_keys", "parse_value",
-    "format_value", "parse_params", "format_conf", "parse_conf", "read_conf", "write_conf",
-    "resolve", "make", "param_hash", "canonical_json",
+    "DD", "check_key", "check_value", "flatten", "expand", "is_reserved", "user_keys",
+    "check_user_keys", "parse_value", "format_value", "parse_params", "format_conf",
+    "parse_conf", "read_conf", "write_conf", "check_experiment_path", "resolve", "make",
+    "param_hash", "canonical_json",
 ]
 
 BUILDER_KEY = "__builder__"
@@ -39,7 +41,11 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # format_value writes and parse_value reads back.
 _MAX_DEPTH = 100
 _ALLOWED = "only int, float, str, bool, None and lists/tuples of those can be stored"
+#: A dotted Python name (``re.compile``, ``dict``): identifiers joined by dots. ``[^\W\d]`` is
+#: "a letter or '_'", any Unicode letter, as in Python identifiers; ``\Z``, not ``$``, so that a
+#: trailing newline is refused.
 _DOTTED_NAME = re.compile(r"[^\W\d]\w*(\.[^\W\d]\w*)*\Z")
+_RESERVED_DOT = RESERVED_PREFIX + "."
 
 
 class DD(dict):
@@ -236,16 +242,24 @@ def expand(flat: Mapping[str, Any]) -> DD:
     return root
 
 
+# --- reserved keys ----------------------------------------------------------------------------
+
+def is_reserved(key: str) -> bool:
+    """True for the keys dbdict-worker owns: ``dbdict`` and ``dbdict.*`` (not ``dbdictx``)."""
+    return key == RESERVED_PREFIX or key.startswith(_RESERVED_DOT)
+
+
+def user_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat state without the reserved keys."""
+    return {k: v for k, v in flat.items() if not is_reserved(k)}
+
+
 def check_user_keys(flat: Mapping) -> None:
     """Raise StateError if a key is reserved (``dbdict`` or ``dbdict.*``)."""
     for key in flat:
-        if key.startswith(RESERVED_PREFIX) and _is_reserved(key):
+        if key.startswith(RESERVED_PREFIX) and is_reserved(key):
             raise StateError(
                 f"{key!r} is reserved: keys under {RESERVED_PREFIX}.* are set by dbdict-worker")
-
-
-def _is_reserved(key: str) -> bool:
-    return key == RESERVED_PREFIX or key.startswith(RESERVED_PREFIX + ".")
 
 
 # --- values as text ---------------------------------------------------------------------------
@@ -448,7 +462,22 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-# --- builders ---------------------------------------------------------------------------------
+# --- experiment paths and builders ------------------------------------------------------------
+
+def check_experiment_path(experiment: str) -> str:
+    """Return ``experiment`` if it is a dotted path to a function in a module
+    (``mypkg.train.run``: a dotted name with at least one dot), else raise UsageError; the rule
+    of ``dbdict-enqueue`` and ``dbdict run``."""
+    # resolve()'s own rule plus the dot, so that what passes here is what a worker can import:
+    # any Unicode letter may start a name, as in Python identifiers (the commands used to
+    # refuse a non-ASCII first letter that imports fine), and a trailing newline is refused
+    # (dbdict-enqueue's pattern ended in '$' and let one through, to a job that cannot run).
+    if not (isinstance(experiment, str) and "." in experiment
+            and _DOTTED_NAME.match(experiment)):
+        raise UsageError(f"experiment must be a dotted path such as mypkg.train.run, got "
+                         f"{experiment!r}")
+    return experiment
+
 
 def resolve(name: str) -> Any:
     """Import ``a.b.c``: the module ``a``, then attributes, importing submodules as needed.
@@ -528,6 +557,6 @@ def param_hash(flat: Mapping, *, checked: bool = False) -> str:
     """
     checked_flat = flat if checked else flatten(flat)
     user = checked_flat
-    if any(k.startswith(RESERVED_PREFIX) for k in checked_flat):
-        user = {k: v for k, v in checked_flat.items() if not _is_reserved(k)}
+    if any(k.startswith(RESERVED_PREFIX) for k in checked_flat):  # the copy is rarely needed
+        user = user_keys(checked_flat)
     return hashlib.sha256(canonical_json(user).encode("utf-8")).hexdigest()

@@ -12,10 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
-
-from sqlalchemy.engine import Connection
 
 from dbdict_worker import state as statemod
 from dbdict_worker.constants import (
@@ -26,9 +23,19 @@ from dbdict_worker.constants import (
     Status,
 )
 from dbdict_worker import export as exportmod
-from dbdict_worker.db import connect, migrate, queries, views
+from dbdict_worker.db import connect, migrate, queries, queue, views
 from dbdict_worker.db import workers as workerq
-from dbdict_worker.db.queries import Event, Job, Rescued, Selection, Token
+from dbdict_worker.db.connect import Connection
+from dbdict_worker.db.models import (
+    Booking,
+    EnqueueResult,
+    Event,
+    Job,
+    Rescued,
+    Selection,
+    Token,
+    WorkerRow,
+)
 from dbdict_worker.errors import LostOwnership, NotFound, UsageError
 
 log = logging.getLogger("dbdict_worker")
@@ -36,23 +43,6 @@ log = logging.getLogger("dbdict_worker")
 T = TypeVar("T")
 #: Jobs inserted per statement batch by enqueue.
 ENQUEUE_CHUNK = 2000
-
-
-@dataclass(frozen=True)
-class EnqueueResult:
-    """What an enqueue did: the ids created (in input order) and the duplicates skipped."""
-
-    created: list[int]
-    skipped: int
-
-
-@dataclass(frozen=True)
-class Booking:
-    """A job booked by a worker: the row, the fencing token and the job's flat state."""
-
-    job: Job
-    token: Token
-    state: dict[str, Any] = field(default_factory=dict)
 
 
 class Store:
@@ -128,6 +118,17 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def with_retry(self, seconds: float, *,
+                   watcher: connect.OutageWatcher | None = None) -> "Store":
+        """This store on the same connections (closing either closes both), with calls that
+        retry for ``seconds`` and report failures to ``watcher``: the worker retries each call
+        briefly and tracks longer outages itself."""
+        import copy
+
+        other = copy.copy(self)
+        other.retry = connect.Retrier(self.target, seconds, watcher=watcher)
+        return other
 
     def transaction(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in one transaction, retried as a whole on transient failures."""
@@ -205,17 +206,17 @@ class Store:
                 flat = statemod.flatten(st)
                 statemod.check_user_keys(flat)
                 h = statemod.param_hash(flat, checked=True)
-                payload = queries.prepare_state(dialect, flat)
+                payload = queue.prepare_state(dialect, flat)
                 items.extend((h, r, payload) for r in range(repeat))
             return items
 
         def store(conn: Connection, table_id: int, items: list) -> tuple[list[int], int]:
-            return queries.insert_jobs(conn, table_id=table_id, experiment=experiment,
-                                       items=items, priority=float(priority),
-                                       max_attempts=max_attempts, force=force)
+            return queue.insert_jobs(conn, table_id=table_id, experiment=experiment,
+                                     items=items, priority=float(priority),
+                                     max_attempts=max_attempts, force=force)
 
         def run(conn: Connection) -> EnqueueResult:
-            table_id = queries.ensure_table(conn, table)
+            table_id = queue.ensure_table(conn, table)
             created: list[int] = []
             skipped = 0
             # The next batch is checked and encoded here while a helper thread stores the
@@ -288,7 +289,8 @@ class Store:
             lambda c: queries.count_by_status(c, self.selection(c, **select)))
 
     def counts_by(self, key: str, **select: Any) -> list[tuple[Any, Status, int]]:
-        """Number of jobs per (value of ``key``, status); see ``queries.MISSING``."""
+        """Number of jobs per (value of ``key``, status); jobs without the key count
+        under ``dbdict_worker.db.models.MISSING``."""
         return self.transaction(
             lambda c: queries.count_by_key(c, self.selection(c, **select), key))
 
@@ -352,10 +354,12 @@ class Store:
         return self.transaction(lambda c: queries.delete(c, self.selection(c, **select)))
 
     def requeue_stale(self, lease_seconds: float, *, by_worker: str | None = None) -> list[Rescued]:
-        """Requeue RUNNING jobs whose heartbeat is older than the lease (see SPEC section 6)."""
+        """Requeue RUNNING jobs whose heartbeat is older than the lease (their owner stopped
+        heartbeating): back to START at RESTART_PRIORITY, counting a loss, or ERR_RUN once
+        lost ``max_attempts`` times."""
         def run(conn: Connection) -> list[Rescued]:
-            rescued = queries.requeue_stale(conn, lease_seconds=lease_seconds,
-                                            by_worker=by_worker)
+            rescued = queue.requeue_stale(conn, lease_seconds=lease_seconds,
+                                          by_worker=by_worker)
             if any(r.status == Status.START for r in rescued):
                 workerq.notify(conn, workerq.JOBS_CHANNEL)
             return rescued
@@ -375,7 +379,7 @@ class Store:
             if key not in self._booking_tables:
                 self._booking_tables[key] = self._table_ids(conn, names)
             ids = self._booking_tables[key]
-            booked = queries.book(conn, worker_id=worker_id, host=host, table_ids=ids, n=n)
+            booked = queue.book(conn, worker_id=worker_id, host=host, table_ids=ids, n=n)
             return [Booking(j, Token(j.id, worker_id, j.attempts), st) for j, st in booked]
         return self.transaction(run)
 
@@ -392,9 +396,9 @@ class Store:
         clean = _user_state(flat)
 
         def run(conn: Connection) -> bool:
-            if not queries.touch_owned(conn, token):
+            if not queue.touch_owned(conn, token):
                 return False
-            queries.replace_state(conn, token.job_id, clean)
+            queue.replace_state(conn, token.job_id, clean)
             return True
         self._owned_write(token, "save state", run)
 
@@ -426,11 +430,11 @@ class Store:
         def run(conn: Connection) -> bool:
             # Ownership first (the row stays locked to the end of the transaction), then the
             # state, so a lost job's state is never touched.
-            if not queries.release_owned(conn, token, status, priority=priority, error=error,
-                                         workdir=workdir, event=event):
+            if not queue.release_owned(conn, token, status, priority=priority, error=error,
+                                       workdir=workdir, event=event):
                 return False
             if clean is not None:
-                queries.replace_state(conn, token.job_id, clean)
+                queue.replace_state(conn, token.job_id, clean)
             if status == Status.START:
                 workerq.notify(conn, workerq.JOBS_CHANNEL)
             return True
@@ -438,7 +442,7 @@ class Store:
 
     def heartbeat(self, worker_id: str, tokens: Sequence[Token]) -> set[int]:
         """Refresh the jobs' heartbeats; returns the ids still owned."""
-        return self.transaction(lambda c: queries.heartbeat(c, worker_id, tokens))
+        return self.transaction(lambda c: queue.heartbeat(c, worker_id, tokens))
 
     # ---------------------------------------------------------------------------------------
     # Workers
@@ -467,15 +471,14 @@ class Store:
         return self.transaction(
             lambda c: workerq.request_drain(c, worker_id=worker_id, host=host))
 
-    def workers(self, *, include_stopped: bool = False) -> list[workerq.WorkerRow]:
+    def workers(self, *, include_stopped: bool = False) -> list[WorkerRow]:
         """Workers with heartbeat ages (database clock) and the jobs they run."""
         return self.transaction(lambda c: workerq.select(c, include_stopped=include_stopped))
 
 
 def _user_state(flat: Mapping[str, Any]) -> dict[str, Any]:
     """A state to store: checked, flattened, without the reserved ``dbdict.*`` keys."""
-    return statemod.flatten({k: v for k, v in flat.items()
-                             if k != "dbdict" and not k.startswith("dbdict.")})
+    return statemod.flatten(statemod.user_keys(flat))
 
 
 __all__ = ["Store", "Booking", "EnqueueResult", "Job", "Token", "Event", "Rescued",

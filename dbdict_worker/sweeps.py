@@ -1,5 +1,5 @@
-"""Parameter sweeps (SPEC section 3): execo_engine's ``sweep``/``geom``/``igeom``, sweep files
-(TOML or JSON) and ``key={{a,b,c}}`` command-line expansion.
+"""Parameter sweeps (the README's "Parameters" section): execo_engine's ``sweep``/``geom``/
+``igeom``, sweep files (TOML or JSON) and ``key={{a,b,c}}`` command-line expansion.
 """
 from __future__ import annotations
 

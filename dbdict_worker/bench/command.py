@@ -19,7 +19,6 @@ It works in job tables of its own (``dbdict_bench_<random>``) and deletes them a
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import multiprocessing as mp
 import os
@@ -33,25 +32,8 @@ import uuid
 from typing import Any, Callable
 
 from dbdict_worker.constants import Status
-
-# The smallest queue one could write: claim and finish, no events, no state, no library. Its
-# parameters are named like the Store's statements', so one bare worker runs either.
-MINIMAL_CLAIM = """
-WITH picked AS (
-    SELECT id FROM jobs WHERE status = 0 AND table_id = %(table_ids_1)s
-    ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-UPDATE jobs SET status = 1, attempts = jobs.attempts + 1, worker_id = %(new_worker)s,
-    host = 'bench', booked_at = now(), heartbeat_at = now(), updated_at = now()
-FROM picked WHERE jobs.id = picked.id
-RETURNING jobs.id, jobs.attempts
-"""
-MINIMAL_FINISH = """
-UPDATE jobs SET status = 2, finished_at = now(), updated_at = now(), heartbeat_at = now()
-WHERE id = %(own_id)s AND worker_id = %(own_worker)s AND attempts = %(own_attempt)s
-    AND status = 1
-RETURNING id
-"""
-MINIMAL_SQL = {"book": (MINIMAL_CLAIM, {"table_ids_1": None}), "finish": (MINIMAL_FINISH, {})}
+# Light (psycopg2 only): the spawned bare workers import this module before they start.
+from dbdict_worker.db import baselines
 
 
 def sample_states(n: int, keys: int = 10) -> list[dict[str, Any]]:
@@ -99,54 +81,34 @@ def measure_enqueue(url: str, n: int) -> dict[str, float]:
 
 def _bare_copy_out(store, ids: list[int]) -> float:
     """Seconds to COPY the jobs' state rows out, unpivoted, with psycopg2."""
-    raw = store.engine.raw_connection()
-    try:
-        cur = raw.cursor()
+    with baselines.Bare.borrow(store.engine) as bare:
         t = time.perf_counter()
         with open(os.devnull, "w") as sink:
-            cur.copy_expert(
-                f"COPY (SELECT job_id, key, txt FROM state WHERE job_id BETWEEN {min(ids)} "
-                f"AND {max(ids)} ORDER BY job_id, key) TO STDOUT WITH CSV", sink)
-        raw.rollback()
+            bare.copy_state_out(min(ids), max(ids), sink)
+        bare.rollback()
         return time.perf_counter() - t
-    finally:
-        raw.close()
 
 
 def _bare_copy(store, states: list[dict[str, Any]]) -> float:
     """Seconds to COPY the jobs and their key/value rows into two unindexed temp tables."""
-    jobs_buf, state_buf = io.StringIO(), io.StringIO()
-    for i, st in enumerate(states):
-        jobs_buf.write(f"{i}\tbench.noop\n")
-        for k, v in st.items():
-            state_buf.write(f"{i}\t{k}\t{v!r}\n")
-    raw = store.engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        cur.execute("CREATE TEMP TABLE bench_jobs (id bigint, experiment text)")
-        cur.execute("CREATE TEMP TABLE bench_state (job_id bigint, key text, txt text)")
+    jobs_rows, state_rows = baselines.scratch_rows(states)
+    with baselines.Bare.borrow(store.engine) as bare:
+        bare.create_scratch_tables()
         t = time.perf_counter()
-        jobs_buf.seek(0)
-        state_buf.seek(0)
-        cur.copy_expert("COPY bench_jobs FROM STDIN", jobs_buf)
-        cur.copy_expert("COPY bench_state FROM STDIN", state_buf)
-        raw.commit()
+        bare.copy_into_scratch(jobs_rows, state_rows)
+        bare.commit()
         return time.perf_counter() - t
-    finally:
-        raw.close()
 
 
 def _remove_tables(store, *names: str) -> None:
     """Delete the bench's tables and their jobs, then vacuum what that left dead, so that
     neither the next figure nor the user's autovacuum pays for the bench's rows."""
-    import sqlalchemy as sa
+    from dbdict_worker.db import maintenance
 
     store.delete(tables=list(names))
     with store.engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM job_tables WHERE name IN :n").bindparams(
-            sa.bindparam("n", expanding=True)), {"n": list(names)})
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("VACUUM (ANALYZE) jobs, state, events"))
+        maintenance.drop_job_tables(conn, names)
+    maintenance.vacuum_analyze(store.engine)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,29 +158,23 @@ def _bare_worker(url: str, table_id: int, worker: str, sql: dict, start, out) ->
     book_params = {k: (table_id if k.startswith("table_ids") else v)
                    for k, v in book_params.items()}
     book_params.update(new_worker=worker)
-    import psycopg2
-
-    conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
-    cur = conn.cursor()
+    bare = baselines.Bare.connect(url)
     start.wait(60)
     n = 0
     t = time.perf_counter()
     while True:
-        cur.execute(book_sql, book_params)
-        rows = cur.fetchall()
-        conn.commit()
+        rows = bare.run(book_sql, book_params)
+        bare.commit()
         if not rows:
             break
-        names = [c.name for c in cur.description]
-        row = dict(zip(names, rows[0]))
-        cur.execute(finish_sql, dict(finish_params, own_id=row["id"], own_worker=worker,
-                                     own_attempt=row["attempts"]))
-        if cur.fetchone() is None:
+        row = rows[0]
+        if not bare.run(finish_sql, dict(finish_params, own_id=row["id"], own_worker=worker,
+                                         own_attempt=row["attempts"])):
             raise RuntimeError(f"bare finish of job {row['id']} changed nothing")
-        conn.commit()
+        bare.commit()
         n += 1
     out.put((n, time.perf_counter() - t))
-    conn.close()
+    bare.close()
 
 
 def _run_processes(target: Callable, args_for: Callable[[int], tuple], procs: int) -> float:
@@ -241,8 +197,7 @@ def measure_book_finish(url: str, n: int, procs: int) -> dict[str, float]:
     """Jobs/s booked and finished by ``procs`` processes through the Store; next to the same
     statements run bare by psycopg2 (the ceiling: the ratio is the library's overhead), and
     to a minimal queue's claim and finish (no events, no state) for scale."""
-    import sqlalchemy as sa
-
+    from dbdict_worker.db import maintenance, queries
     from dbdict_worker.store import Store
 
     states = [{"i": i} for i in range(n)]
@@ -251,18 +206,16 @@ def measure_book_finish(url: str, n: int, procs: int) -> dict[str, float]:
         sql = capture_queue_sql(store, same)
         for table in (ours, same, minimal):
             store.enqueue("bench.noop", states, table=table)
-        with store.engine.connect() as conn:
-            ids = dict(conn.execute(sa.text(
-                "SELECT name, id FROM job_tables WHERE name IN (:a, :b)"),
-                {"a": same, "b": minimal}).all())
-            conn.execute(sa.text("ANALYZE jobs"))
-            conn.commit()
+        with store.engine.begin() as conn:
+            ids = queries.table_ids(conn, [same, minimal])
+            maintenance.analyze(conn, ["jobs"])
         full = store.target.url.render_as_string(hide_password=False)
         rate = _run_processes(_store_worker, lambda k: (full, ours, f"bench-s{k}"), procs)
         same_rate = _run_processes(
             _bare_worker, lambda k: (full, ids[same], f"bench-b{k}", sql), procs)
         minimal_rate = _run_processes(
-            _bare_worker, lambda k: (full, ids[minimal], f"bench-m{k}", MINIMAL_SQL), procs)
+            _bare_worker,
+            lambda k: (full, ids[minimal], f"bench-m{k}", baselines.MINIMAL_QUEUE), procs)
         for table in (ours, same, minimal):
             done = store.counts(tables=[table])
             if done != {(table, Status.DONE): n}:
@@ -277,8 +230,7 @@ def measure_book_finish(url: str, n: int, procs: int) -> dict[str, float]:
 def measure_booking_with_history(url: str, finished: int, n: int) -> dict[str, float]:
     """Book+finish rate (1 process) with ``finished`` DONE jobs in the same table, next to
     the same rate measured first without them: finished jobs must not slow booking down."""
-    import sqlalchemy as sa
-
+    from dbdict_worker.db import maintenance, queries
     from dbdict_worker.store import Store
 
     with Store.open(url) as store:
@@ -287,20 +239,13 @@ def measure_booking_with_history(url: str, finished: int, n: int) -> dict[str, f
         store.enqueue("bench.noop", [{"i": i} for i in range(n)], table=table)
         before = _run_processes(_store_worker, lambda k: (full, table, "bench-h0"), 1)
         with store.engine.begin() as conn:
-            table_id = conn.execute(sa.text("SELECT id FROM job_tables WHERE name = :n"),
-                                    {"n": table}).scalar_one()
-            conn.execute(sa.text(
-                "INSERT INTO jobs (table_id, experiment, status, params_hash, finished_at) "
-                "SELECT :t, 'bench.done', 2, md5(g::text), now() "
-                "FROM generate_series(1, :n) AS g"), {"t": table_id, "n": finished})
-        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text("VACUUM ANALYZE jobs"))
+            table_id = queries.table_ids(conn, [table])[table]
+            maintenance.add_finished_jobs(conn, table_id, finished)
+        maintenance.vacuum_analyze(store.engine, ["jobs"])
         store.enqueue("bench.noop", [{"i": i, "again": True} for i in range(n)], table=table)
         after = _run_processes(_store_worker, lambda k: (full, table, "bench-h1"), 1)
         with store.engine.begin() as conn:
-            plan = "\n".join(r[0] for r in conn.execute(sa.text(
-                "EXPLAIN SELECT id FROM jobs WHERE status = 0 AND table_id IN (:t) "
-                "ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"), {"t": table_id}))
+            plan = maintenance.booking_plan(conn, [table_id])
         _remove_tables(store, table)
     return {"book_finish_with_history_jobs_per_s": after, "book_finish_empty_jobs_per_s": before,
             "history_plan_uses_ready_index": float("jobs_ready" in plan and "Sort" not in plan)}
@@ -335,8 +280,7 @@ def _spawn_rate(n: int, parallel: int) -> float:
 
 def measure_end_to_end(url: str, n: int, slots: int = 2) -> dict[str, float]:
     """No-op jobs per second through ``dbdict-worker start --slots N --until-empty``."""
-    import sqlalchemy as sa
-
+    from dbdict_worker.db import queries
     from dbdict_worker.store import Store
 
     table = _bench_table()
@@ -348,9 +292,7 @@ def measure_end_to_end(url: str, n: int, slots: int = 2) -> dict[str, float]:
                             "--workdir-base", tempfile.mkdtemp(prefix="dbdict-bench-"))
         code = proc.wait(600)
         with store.engine.connect() as conn:
-            first, last = conn.execute(sa.text(
-                "SELECT min(booked_at), max(finished_at) FROM jobs WHERE id = ANY(:ids)"),
-                {"ids": ids}).one()
+            first, last = queries.booking_span(conn, ids)
         done = store.counts(tables=[table]).get((table, Status.DONE), 0)
         _remove_tables(store, table)
     if code != 0 or done != n:

@@ -1,5 +1,5 @@
 """What every command shares: the database options, opening the store, and turning errors
-into one line on stderr with the right exit code (SPEC section 5)."""
+into one line on stderr with the right exit code (1 operational failure, 2 usage error)."""
 from __future__ import annotations
 
 import functools
@@ -104,7 +104,7 @@ def parse_where(items: Iterable[str]) -> list[tuple[str, Any]]:
             raise UsageError(f"--where takes key=value, got {item!r}")
         key, _, text = item.partition("=")
         key = statemod.check_key(key.strip())
-        if key == "dbdict" or key.startswith("dbdict."):
+        if statemod.is_reserved(key):
             raise UsageError(f"--where {key}: filter reserved keys with --status or ids")
         out.append((key, statemod.parse_value(text)))
     return out

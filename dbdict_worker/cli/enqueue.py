@@ -1,24 +1,20 @@
 """``dbdict-enqueue``: add jobs (one per parameter combination) to the queue."""
 from __future__ import annotations
 
-import itertools
 import json
-import os
-import re
 import shutil
 import sys
 from typing import Any
 
 import click
 
+from dbdict_worker import params as paramsmod
 from dbdict_worker import state as statemod
 from dbdict_worker.job.cmdexp import CommandTemplate
-from dbdict_worker.sweeps import expand_braces, load_sweep_file
 from dbdict_worker.cli.common import db_options, handle_errors, log, open_store
 from dbdict_worker.constants import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_TABLE
 from dbdict_worker.errors import ResolveError, UsageError
 
-_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 #: Show a progress bar (on a terminal) from this many jobs on.
 PROGRESS_FROM = 2000
 
@@ -26,31 +22,17 @@ PROGRESS_FROM = 2000
 def build_states(params: tuple[str, ...], sweep_file: str | None) -> list[dict[str, Any]]:
     """Every parameter combination, in order: ``.conf`` files first, then each ``--sweep``
     combination, then the command line (which may hold ``{{a,b}}`` sweeps) on top."""
-    confs = [p for p in params if p.endswith(".conf") and "=" not in p and "::" not in p]
-    inline = [p for p in params if p not in confs]
+    confs, inline = paramsmod.split(params)
     base: dict[str, Any] = {}
-    for path in confs:
-        if not os.path.isfile(path):
-            raise UsageError(f"no such .conf file: {path}")
-        base.update(statemod.read_conf(path))
-    file_combos = load_sweep_file(sweep_file) if sweep_file else [{}]
-    line_combos = [statemod.parse_params(args) for args in expand_braces(inline)]
-    states = []
-    for fc, lc in itertools.product(file_combos, line_combos):
-        st = dict(base)
-        st.update(statemod.flatten(fc))
-        st.update(lc)
-        statemod.check_user_keys(st)
-        states.append(st)
-    return states
+    for conf in paramsmod.read_confs(confs):
+        base.update(conf)  # a reserved key in a file is refused, as on the command line
+    return paramsmod.combinations(base, inline, sweep_file=sweep_file)
 
 
 def check_experiment(experiment: str) -> str | None:
     """Refuse a malformed path, or one whose module imports but lacks the symbol; return a
     note for an experiment whose code is not importable here (as on a login node)."""
-    if not _DOTTED.match(experiment):
-        raise UsageError(
-            f"experiment must be a dotted path such as mypkg.train.run, got {experiment!r}")
+    statemod.check_experiment_path(experiment)
     module = experiment.rsplit(".", 1)[0]
     try:
         statemod.resolve(experiment)

@@ -136,7 +136,7 @@ def status(where: tuple[str, ...], status: tuple[str, ...], by_key: str | None,
     names = [s.name for s in Status]
     with open_store(db, table) as store:
         if by_key:
-            from dbdict_worker.db.queries import MISSING
+            from dbdict_worker.db.models import MISSING
 
             rows: dict[str, dict[str, int]] = {}
             for value, st, n in store.counts_by(by_key, **sel):

@@ -12,14 +12,12 @@ import click
 from dbdict_worker.cli.common import db_options, handle_errors, open_store
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import UsageError
+from dbdict_worker.signals import handling, same_handler
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
-#: A worker waits this long for the database at start (and for each call during outages the
-#: supervisor keeps retrying on its own, forever).
+#: A worker waits this long for the database at start; once it runs, each call retries
+#: briefly and the supervisor rides out longer outages on its own.
 START_RETRY_SECONDS = 60.0
-#: Each database call of a running worker retries this long before the supervisor treats the
-#: database as away (and keeps going without it).
-CALL_RETRY_SECONDS = 2.0
 
 
 @click.group(context_settings=CONTEXT)
@@ -33,12 +31,12 @@ def _hide_password_from_ps(db: str | None) -> None:
     it in the environment (DBDICT_DB) instead, before doing anything else."""
     if not db or not any(a == "--db" or a.startswith("--db=") for a in sys.argv[1:]):
         return
-    from sqlalchemy.engine import make_url
+    from dbdict_worker.db.connect import parse_url
 
     try:
-        if make_url(db).password is None:
+        if parse_url(db).url.password is None:
             return
-    except Exception:  # a malformed URL is reported later, by the store
+    except UsageError:  # a malformed URL is reported later, by the store
         return
     argv, skip = [], False
     for arg in sys.argv[1:]:
@@ -104,11 +102,10 @@ def start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartb
     def stop_before_start(signum: int, frame: object) -> None:
         raise _StopBeforeStart()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop_before_start)
     try:
-        code = _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace,
-                      heartbeat, lease, workdir_base, poll_only, poll_interval)
+        with handling(same_handler((signal.SIGTERM, signal.SIGINT), stop_before_start)):
+            code = _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace,
+                          heartbeat, lease, workdir_base, poll_only, poll_interval)
     except _StopBeforeStart:
         logging.getLogger("dbdict_worker.worker").info("stopped before it started")
         code = 0
@@ -125,7 +122,6 @@ def _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heart
     from dbdict_worker.store import Store
     from dbdict_worker.worker.supervisor import Supervisor, WorkerConfig
 
-    logging.getLogger("dbdict_worker.db").setLevel(logging.ERROR)  # the supervisor logs outages
     table_list = _split(tables) or _split((os.environ.get("DBDICT_TABLE", ""),))
     gpu_list = _split((gpus,)) if gpus else None
     if lease <= heartbeat:
@@ -136,7 +132,6 @@ def _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heart
                           heartbeat=heartbeat, lease=lease, workdir_base=workdir_base,
                           poll_only=poll_only, poll_interval=poll_interval)
     store = Store.open(db, retry_seconds=retry_seconds_from_env(START_RETRY_SECONDS))
-    store.retry.seconds = CALL_RETRY_SECONDS
     supervisor = Supervisor(store, config)
     try:
         with supervisor.signals():

@@ -12,12 +12,14 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 import sqlalchemy as sa
 import tenacity
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
+# What every query function takes; the store names the type from here, not from SQLAlchemy.
+from sqlalchemy.engine import Connection as Connection
 
 from dbdict_worker.errors import DatabaseUnavailable, UsageError
 
@@ -196,16 +198,53 @@ def describe(exc: BaseException, target: Target) -> str:
     return text
 
 
+class OutageWatcher(Protocol):
+    """Told by a :class:`Retrier` of a call's first transient failure and of every call that
+    succeeds; it decides what an outage is and what to say about it."""
+
+    def failed(self, why: str, retrying_for: float) -> None: ...
+
+    def succeeded(self) -> None: ...
+
+
+class OutageLog:
+    """The default watcher: logs an outage once when it starts and once when it ends."""
+
+    def __init__(self, target: Target, clock: Callable[[], float] = time.monotonic) -> None:
+        self.target = target
+        self.clock = clock
+        self.failing = False
+        #: clock() when a call last succeeded after failing (an outage ended).
+        self.recovered_at: float | None = None
+
+    def failed(self, why: str, retrying_for: float) -> None:
+        if not self.failing:
+            self.failing = True
+            log.warning("database %s: %s; retrying for up to %gs", self.target.safe_url, why,
+                        retrying_for)
+
+    def succeeded(self) -> None:
+        if self.failing:
+            self.failing = False
+            self.recovered_at = self.clock()
+            log.warning("database %s is reachable again", self.target.safe_url)
+
+
 class Retrier:
     """Runs a callable, retrying transient database failures with exponential backoff and
-    jitter for up to ``seconds``; logs an outage once when it starts and once when it ends."""
+    jitter for up to ``seconds``; tells ``watcher`` (by default an :class:`OutageLog`) when a
+    call fails and when one succeeds."""
 
-    def __init__(self, target: Target, seconds: float = DEFAULT_RETRY_SECONDS) -> None:
+    def __init__(self, target: Target, seconds: float = DEFAULT_RETRY_SECONDS, *,
+                 watcher: OutageWatcher | None = None) -> None:
         self.target = target
         self.seconds = seconds
-        self._failing = False
-        #: time.monotonic() when a call last succeeded after failing (an outage ended).
-        self.recovered_at: float | None = None
+        self.watcher: OutageWatcher = watcher if watcher is not None else OutageLog(target)
+
+    @property
+    def recovered_at(self) -> float | None:
+        """When the default watcher last saw an outage end (time.monotonic()), else None."""
+        return self.watcher.recovered_at if isinstance(self.watcher, OutageLog) else None
 
     def __call__(self, fn: Callable[[], T]) -> T:
         try:
@@ -214,7 +253,7 @@ class Retrier:
             except sa.exc.DBAPIError as exc:
                 if not is_transient(exc):
                     raise
-                self._note_failure(exc)
+                self.watcher.failed(describe(exc, self.target), self.seconds)
                 result = tenacity.Retrying(
                     retry=tenacity.retry_if_exception(is_transient),
                     wait=tenacity.wait_random_exponential(multiplier=0.05, max=5.0),
@@ -233,18 +272,8 @@ class Retrier:
                     f"cannot use database {self.target.safe_url}: {msg}"
                 ) from None
             raise
-        if self._failing:
-            self._failing = False
-            self.recovered_at = time.monotonic()
-            log.warning("database %s is reachable again", self.target.safe_url)
+        self.watcher.succeeded()
         return result
-
-    def _note_failure(self, exc: BaseException) -> None:
-        # Once per outage: the first failure says so; "reachable again" ends it.
-        if not self._failing:
-            self._failing = True
-            log.warning("database %s: %s; retrying for up to %gs", self.target.safe_url,
-                        describe(exc, self.target), self.seconds)
 
 
 def retry_seconds_from_env(default: float = DEFAULT_RETRY_SECONDS) -> float:

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dbdict_worker.constants import Status
-from dbdict_worker.db.queries import Selection, _selection_filter, key_types
+from dbdict_worker.db.models import Selection
+from dbdict_worker.db.queries import key_types
 from dbdict_worker.db.schema import (
     VTYPE_BOOL,
     VTYPE_FLOAT,
@@ -25,7 +26,9 @@ from dbdict_worker.db.schema import (
     metadata,
     state,
 )
+from dbdict_worker.db.selection import selection_filter
 from dbdict_worker.errors import UsageError
+from dbdict_worker.records import FLOAT, INT, RESERVED, STATUS, TABLE, TIME
 
 MAX_IDENTIFIER_BYTES = 63
 
@@ -43,23 +46,25 @@ def _status_name() -> sa.ColumnElement:
     return sa.case(*[(jobs.c.status == int(s), s.name) for s in Status], else_=sa.null())
 
 
-def _reserved_columns() -> list[sa.ColumnElement]:
-    return [
-        jobs.c.id.label("dbdict.id"),
-        job_tables.c.name.label("dbdict.table"),
-        jobs.c.experiment.label("dbdict.experiment"),
-        _status_name().label("dbdict.status"),
-        jobs.c.priority.label("dbdict.priority"),
-        jobs.c.attempts.label("dbdict.attempts"),
-        jobs.c.replica.label("dbdict.replica"),
-        jobs.c.host.label("dbdict.host"),
-        jobs.c.worker_id.label("dbdict.worker"),
-        jobs.c.workdir.label("dbdict.workdir"),
-        jobs.c.error.label("dbdict.error"),
-        jobs.c.created_at.label("dbdict.created"),
-        jobs.c.booked_at.label("dbdict.booked"),
-        jobs.c.finished_at.label("dbdict.finished"),
-    ]
+def _reserved_columns(*, as_text: bool = False) -> list[sa.ColumnElement]:
+    """The columns of :data:`dbdict_worker.records.RESERVED`, labelled with their keys: typed
+    (the view), or ``as_text`` spelled as :func:`dbdict_worker.export.write_csv` writes them."""
+    cols = []
+    for r in RESERVED:
+        if r.kind == TABLE:
+            col = job_tables.c.name
+        elif r.kind == STATUS:
+            col = _status_name()
+        else:
+            col = jobs.c[r.attr]
+            if as_text and r.kind == INT:
+                col = sa.cast(col, sa.Text)
+            elif as_text and r.kind == FLOAT:
+                col = _py_float_text(col)
+            elif as_text and r.kind == TIME:
+                col = _py_time_text(col)
+        cols.append(col.label(r.key))
+    return cols
 
 
 def _key_column(key: str, vtypes: set[int]) -> sa.ColumnElement:
@@ -94,7 +99,7 @@ def view_select(conn: Connection, sel: Selection) -> tuple[sa.Select, list[str]]
     stmt = (
         sa.select(*cols)
         .select_from(jobs.join(job_tables).outerjoin(state, state.c.job_id == jobs.c.id))
-        .where(*_selection_filter(sel))
+        .where(*selection_filter(sel))
         .group_by(jobs.c.id, job_tables.c.id, job_tables.c.name)
     )
     return stmt, names
@@ -118,23 +123,7 @@ def csv_select(conn: Connection, sel: Selection, keys: list[str]) -> str:
     """SQL (literals inlined, PostgreSQL) whose rows are exactly what
     :func:`dbdict_worker.export.write_csv` writes, for ``COPY ... TO STDOUT``: the server
     pivots the state, so a big export never decodes values in Python."""
-    text = sa.Text
-    cols = [
-        sa.cast(jobs.c.id, text).label("dbdict.id"),
-        job_tables.c.name.label("dbdict.table"),
-        jobs.c.experiment.label("dbdict.experiment"),
-        _status_name().label("dbdict.status"),
-        _py_float_text(jobs.c.priority).label("dbdict.priority"),
-        sa.cast(jobs.c.attempts, text).label("dbdict.attempts"),
-        sa.cast(jobs.c.replica, text).label("dbdict.replica"),
-        jobs.c.host.label("dbdict.host"),
-        jobs.c.worker_id.label("dbdict.worker"),
-        jobs.c.workdir.label("dbdict.workdir"),
-        jobs.c.error.label("dbdict.error"),
-        _py_time_text(jobs.c.created_at).label("dbdict.created"),
-        _py_time_text(jobs.c.booked_at).label("dbdict.booked"),
-        _py_time_text(jobs.c.finished_at).label("dbdict.finished"),
-    ]
+    cols = _reserved_columns(as_text=True)
     for key in keys:
         # txt is each value's exact Python spelling already (None has none).
         mine = state.c.key == sa.literal(key, sa.Text)
@@ -142,7 +131,7 @@ def csv_select(conn: Connection, sel: Selection, keys: list[str]) -> str:
     inner = (
         sa.select(*cols, jobs.c.id.label("_order"))
         .select_from(jobs.join(job_tables).outerjoin(state, state.c.job_id == jobs.c.id))
-        .where(*_selection_filter(sel))
+        .where(*selection_filter(sel))
         .group_by(jobs.c.id, job_tables.c.id, job_tables.c.name)
         .subquery("pivot")
     )

@@ -5,15 +5,15 @@ never commits.
 """
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
 from typing import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dbdict_worker.constants import Status
-from dbdict_worker.db.queries import Token, _utc, db_clock, heartbeat
+from dbdict_worker.db.models import Token, WorkerRow, utc
+from dbdict_worker.db.queries import db_clock
+from dbdict_worker.db.queue import heartbeat
 from dbdict_worker.db.schema import db_now, jobs, workers
 
 #: NOTIFY channel: jobs became ready (payload: the table name, or "" for any table).
@@ -22,24 +22,6 @@ JOBS_CHANNEL = "dbdict_jobs"
 CONTROL_CHANNEL = "dbdict_control"
 
 RUNNING, DRAINING, STOPPING, STOPPED = "running", "draining", "stopping", "stopped"
-
-
-@dataclass(frozen=True)
-class WorkerRow:
-    """A worker as ``dbdict-worker status`` shows it."""
-
-    id: str
-    host: str
-    pid: int
-    slots: int
-    tables: str | None
-    state: str
-    drain_requested: bool
-    started_at: dt.datetime | None
-    heartbeat_at: dt.datetime | None
-    stopped_at: dt.datetime | None
-    heartbeat_age: float | None
-    job_ids: tuple[int, ...]
 
 
 def notify(conn: Connection, channel: str, payload: str = "") -> None:
@@ -109,10 +91,10 @@ def select(conn: Connection, *, include_stopped: bool = False) -> list[WorkerRow
         running.setdefault(worker_id, []).append(job_id)
     out = []
     for r in rows:
-        beat_at = _utc(r.heartbeat_at)
+        beat_at = utc(r.heartbeat_at)
         age = (now - beat_at).total_seconds() if beat_at else None
         out.append(WorkerRow(r.id, r.host, r.pid, r.slots, r.tables, r.state,
-                             bool(r.drain_requested), _utc(r.started_at), beat_at,
-                             _utc(r.stopped_at), age, tuple(running.get(r.id, ()))))
+                             bool(r.drain_requested), utc(r.started_at), beat_at,
+                             utc(r.stopped_at), age, tuple(running.get(r.id, ()))))
     return out
 

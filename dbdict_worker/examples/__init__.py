@@ -1,7 +1,7 @@
 """Example experiments, runnable as they are (``dbdict help example`` shows how).
 
 - :mod:`~dbdict_worker.examples.add`: ``result = first + second``.
-- :mod:`~dbdict_worker.examples.loop`: the resumable loop of SPEC section 7.
+- :mod:`~dbdict_worker.examples.loop`: the resumable loop of the README's "Writing an experiment" section.
 - :mod:`~dbdict_worker.examples.fail`: raises.
 - :mod:`~dbdict_worker.examples.stubborn`: ignores 'stop' (killed after the grace period).
 - :mod:`~dbdict_worker.examples.regexp`: ``make(state.regexp)`` with ``regexp::re.compile``.

@@ -1,4 +1,5 @@
-"""The resumable loop of SPEC section 7, with knobs for tests and demos.
+"""The resumable loop of the README's "Writing an experiment" section, with knobs for tests
+and demos.
 
 Parameters (all optional): ``total`` steps (default 1000), ``sleep`` seconds per step
 (default 0), ``save_every`` steps between ``save_and_switch()`` calls (default 1).

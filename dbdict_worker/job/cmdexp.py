@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from dbdict_worker import state as statemod
+from dbdict_worker.constants import EXIT_INCOMPLETE, Status
 from dbdict_worker.errors import DbdictError, UsageError
+from dbdict_worker.job.childenv import describe_returncode
 
 CMD_PREFIX = "cmd:"
 SHELL_PREFIX = "shell:"
 STATE_FILE = "state.json"
-#: EX_TEMPFAIL from sysexits.h: "try again later", i.e. INCOMPLETE.
-EXIT_INCOMPLETE = 75
 #: Placeholders filled from the run rather than from the parameters.
 EXTRAS = ("workdir", "tempdir", "state_file")
 PARAM_ENV_PREFIX = "DBDICT_P_"
@@ -175,9 +175,9 @@ def env_name(key: str) -> str:
     """``lr`` -> ``DBDICT_P_LR``, ``model.n_hidden`` -> ``DBDICT_P_MODEL__N_HIDDEN``; reserved
     keys: ``dbdict.id`` -> ``DBDICT_JOB_ID``. Characters other than letters and digits
     become ``_`` (dots ``__``)."""
-    reserved = key.startswith("dbdict.")
-    rest = key[len("dbdict."):] if reserved else key
-    name = re.sub(r"[^A-Za-z0-9_]", "_", rest.replace(".", "__")).upper()
+    _, dot, rest = key.partition(".")
+    reserved = bool(dot) and statemod.is_reserved(key)  # ``dbdict.x``; a bare ``dbdict`` is not
+    name = re.sub(r"[^A-Za-z0-9_]", "_", (rest if reserved else key).replace(".", "__")).upper()
     return (JOB_ENV_PREFIX if reserved else PARAM_ENV_PREFIX) + name
 
 
@@ -229,7 +229,7 @@ def read_state_json(path: Path, previous: Mapping[str, Any]) -> dict[str, Any]:
         raise CommandError(f"{STATE_FILE}: {e}") from None
     out = dict(previous)
     for key, value in flat.items():
-        if key == "dbdict" or key.startswith("dbdict."):
+        if statemod.is_reserved(key):
             continue
         old = previous.get(key, _MISSING)
         if old is not _MISSING and _same_json(old, value):
@@ -257,9 +257,9 @@ def _same_json(a: Any, b: Any) -> bool:
 def run_command(template: CommandTemplate, user: dict[str, Any], reserved: Mapping[str, Any],
                 *, workdir: Path, tempdir: str, poll: float, stop_requested: Callable[[], bool],
                 on_started: Callable[[], None],
-                on_save: Callable[[dict[str, Any]], None]) -> tuple[str, str | None,
+                on_save: Callable[[dict[str, Any]], None]) -> tuple[Status, str | None,
                                                                    dict[str, Any]]:
-    """Run one command experiment to its end; returns (status name, error, final user state).
+    """Run one command experiment to its end; returns (status, error, final user state).
 
     Called by the runner child, whose fds 1 and 2 the command inherits. ``on_save`` gets the
     new user state whenever the program rewrites state.json while it runs.
@@ -271,19 +271,19 @@ def run_command(template: CommandTemplate, user: dict[str, Any], reserved: Mappi
     try:
         argv = template.render(full, extras)
     except KeyError as e:
-        return ("ERR_START", f"command template uses {{{e.args[0]}}}, which is not in the "
-                f"state", user)
+        return (Status.ERR_START, f"command template uses {{{e.args[0]}}}, which is not in "
+                f"the state", user)
     except (ValueError, TypeError) as e:
-        return "ERR_START", f"command template cannot be filled: {e}", user
+        return Status.ERR_START, f"command template cannot be filled: {e}", user
     env = dict(os.environ)
     env.update(state_env(full))
     env[STATE_FILE_ENV] = str(state_path)
     if stop_requested():  # the group's SIGTERM came before the program existed
-        return "START", "stopped before the command started", user
+        return Status.START, "stopped before the command started", user
     try:
         proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL)
     except OSError as e:
-        return "ERR_START", f"cannot run {argv[0]!r}: {e.strerror or e}", user
+        return Status.ERR_START, f"cannot run {argv[0]!r}: {e.strerror or e}", user
     if stop_requested():
         # It arrived while we were starting the program, which may have missed it.
         proc.send_signal(signal.SIGTERM)
@@ -307,7 +307,7 @@ def run_command(template: CommandTemplate, user: dict[str, Any], reserved: Mappi
     try:
         user = read_state_json(state_path, user)
     except CommandError as e:
-        status, error = "ERR_RUN", (f"{error}; {e}" if error else str(e))
+        status, error = Status.ERR_RUN, (f"{error}; {e}" if error else str(e))
     return status, error, user
 
 
@@ -319,22 +319,14 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def _exit_status(rc: int, stopped: bool) -> tuple[str, str | None]:
+def _exit_status(rc: int, stopped: bool) -> tuple[Status, str | None]:
     if rc == 0:
-        return "DONE", None
+        return Status.DONE, None
     if rc == EXIT_INCOMPLETE:
-        return "START", None
-    reason = (f"command killed by signal {-rc} ({_signame(-rc)})" if rc < 0
-              else f"command exited with code {rc}")
+        return Status.START, None
+    reason = f"command {describe_returncode(rc)}"
     if stopped:
         # A program that knows nothing of our protocol dies of the SIGTERM we forwarded:
         # that is a stop (resumable), not a failure.
-        return "START", f"stopped: {reason}"
-    return "ERR_RUN", reason
-
-
-def _signame(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return "unknown signal"
+        return Status.START, f"stopped: {reason}"
+    return Status.ERR_RUN, reason

@@ -30,6 +30,9 @@ import sys
 import threading
 from typing import Any, Mapping
 
+from dbdict_worker import signals
+from dbdict_worker.job.childenv import child_env
+
 log = logging.getLogger("dbdict_worker")
 
 MAX_MESSAGE = 1 << 20
@@ -88,8 +91,6 @@ class ForkServer:
         try:
             # The server's own environment is what /proc/PID/environ of every job shows (a
             # forked child keeps the memory it was exec'ed with): never the worker's secrets.
-            from dbdict_worker.job.process import child_env
-
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "dbdict_worker.job.forkserver", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=child_env(),
@@ -187,8 +188,10 @@ def _child(request: dict[str, Any], fds: list[int], sock: socket.socket) -> None
     try:
         sock.close()
         os.setsid()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1):
-            signal.signal(sig, signal.SIG_DFL)
+        # The server's handlers are not the job's: back to the defaults (the runner installs
+        # its own), for good.
+        signals.install(signals.same_handler(
+            (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1), signal.SIG_DFL))
         signal.set_wakeup_fd(-1)
         pipe_fd, rest = fds[0], fds[1:]
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -227,8 +230,9 @@ def serve(sock: socket.socket) -> None:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when we go
+    # For the server's life: SIGCHLD only wakes the select (through the wakeup fd), and the
+    # worker, not a Ctrl-C on its terminal, decides when the server goes.
+    signals.install({signal.SIGCHLD: lambda *_: None, signal.SIGINT: signal.SIG_IGN})
     children: set[int] = set()
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ)

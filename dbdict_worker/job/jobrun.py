@@ -28,7 +28,6 @@ from dbdict_worker.constants import Status
 from dbdict_worker.job.forkserver import ForkServer
 from dbdict_worker.job.process import JobProcess, JobSpec, Outcome, StartError
 from dbdict_worker.job.sync import PeriodicPusher, Syncer, SyncError
-from dbdict_worker.job.workdir import user_keys
 
 log = logging.getLogger("dbdict_worker")
 
@@ -89,7 +88,7 @@ class JobRun:
 
     def run(self) -> RunResult:
         """Pull, run, follow, push; never raises for the job's own failures."""
-        start_state = user_keys(statemod.flatten(self.spec.state))
+        start_state = statemod.user_keys(statemod.flatten(self.spec.state))
         workdir = str(self.spec.workdir)
         if self.syncer is not None:
             try:

@@ -8,31 +8,26 @@ not be run; 2 usage error.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, ContextManager, Sequence
 
-from dbdict_worker.job import cmdexp
+from dbdict_worker import params as paramsmod
+from dbdict_worker import signals
 from dbdict_worker import state as statemod
-from dbdict_worker.constants import Status
+from dbdict_worker.channel import STOP_SIGNALS
+from dbdict_worker.constants import EXIT_INCOMPLETE, Status
 from dbdict_worker.errors import DbdictError, UsageError
+from dbdict_worker.job import cmdexp
 from dbdict_worker.job.jobrun import JobRun, RunResult
 from dbdict_worker.job.process import JobSpec, Outcome
-from dbdict_worker.sweeps import expand_braces
-from dbdict_worker.job.workdir import Workdir, default_name, is_reserved
+from dbdict_worker.job.workdir import EXPERIMENT_KEY, WORKDIR_KEY, Workdir, default_name
 
 EXIT_COMPLETE = 0
 EXIT_FAILED = 1
-EXIT_INCOMPLETE = 75
 DEFAULT_GRACE = 60.0
-_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+\Z")
-#: Signals that `dbdict run` turns into a stop of its job (the second one kills it).
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 class Refused(DbdictError):
@@ -49,14 +44,6 @@ class LocalJob:
     temporary: bool = False
 
 
-def _is_param(arg: str) -> bool:
-    return "=" in arg or "::" in arg
-
-
-def _is_conf(arg: str) -> bool:
-    return arg.endswith(".conf") and not _is_param(arg)
-
-
 def parse_args(args: Sequence[str], files: Sequence[str], *, command: str | None = None,
                shell: bool = False) -> tuple[str, dict[str, Any]]:
     """(experiment, flat params) from ``[EXPERIMENT] [PARAM | FILE.conf]...`` and ``--file``.
@@ -67,25 +54,17 @@ def parse_args(args: Sequence[str], files: Sequence[str], *, command: str | None
     """
     args = list(args)
     experiment: str | None = None
-    if command is None and args and not _is_conf(args[0]) and (
-            not _is_param(args[0]) or cmdexp.is_command(args[0])):
+    if command is None and args and not paramsmod.is_conf(args[0]) and (
+            not paramsmod.is_param(args[0]) or cmdexp.is_command(args[0])):
         experiment = args.pop(0)
-    confs = list(files) + [a for a in args if _is_conf(a)]
-    inline = [a for a in args if not _is_conf(a)]
-    params: dict[str, Any] = {}
-    for path in confs:
-        if not os.path.isfile(path):
-            raise UsageError(f"no such .conf file: {path}")
-        for key, value in statemod.read_conf(path).items():
-            if key == "dbdict.experiment" and isinstance(value, str):
-                experiment = experiment or value
-            elif not is_reserved(key):
-                params[key] = value
-    combos = expand_braces(inline)
-    if len(combos) > 1:
-        raise UsageError("dbdict run runs one job: {{...}} sweeps are for dbdict-enqueue")
-    params.update(statemod.parse_params(combos[0] if combos else []))
-    statemod.check_user_keys(params)
+    confs, inline = paramsmod.split(args)
+    base: dict[str, Any] = {}
+    for conf in paramsmod.read_confs([*files, *confs]):
+        named = conf.get(EXPERIMENT_KEY)
+        if isinstance(named, str):
+            experiment = experiment or named
+        base.update(statemod.user_keys(conf))
+    (params,) = paramsmod.combinations(base, inline, single="dbdict run")
     statemod.flatten(params)  # a file key may conflict with an inline one ('a' and 'a.b')
     if command is not None:
         template = cmdexp.CommandTemplate.from_text(command, shell=shell)
@@ -99,9 +78,8 @@ def parse_args(args: Sequence[str], files: Sequence[str], *, command: str | None
             cmdexp.CommandTemplate.decode(experiment).check([params])
         except cmdexp.CommandError as e:
             raise UsageError(str(e)) from None
-    elif not _DOTTED.match(experiment):
-        raise UsageError(f"experiment must be a dotted path such as mypkg.train.run, got "
-                         f"{experiment!r}")
+    else:
+        statemod.check_experiment_path(experiment)
     return experiment, params
 
 
@@ -118,10 +96,9 @@ def plan(experiment: str, params: dict[str, Any], *, workdir: str | None = None,
     wd = Workdir(base / path)
     orig = wd.read_orig()
     if orig is not None:
-        before = orig.get("dbdict.experiment")
+        before = orig.get(EXPERIMENT_KEY)
         if (before is not None and before != experiment) or statemod.canonical_json(
-                {k: v for k, v in orig.items() if not is_reserved(k)}) != \
-                statemod.canonical_json(params):
+                statemod.user_keys(orig)) != statemod.canonical_json(params):
             raise UsageError(f"workdir {wd.path} holds a job with other parameters (see its "
                              f"orig.conf); choose another --workdir")
     status = wd.status()
@@ -132,29 +109,20 @@ def plan(experiment: str, params: dict[str, Any], *, workdir: str | None = None,
     return LocalJob(experiment, params, wd.path)
 
 
-@contextmanager
-def forwarding_signals(run: JobRun) -> Iterator[None]:
+def forwarding_signals(run: JobRun) -> ContextManager[None]:
     """While inside, SIGTERM/SIGINT/SIGUSR2 ask ``run`` to stop (a second one kills)."""
-    previous = {}
 
     def handler(signum: int, frame: Any) -> None:
         run.request_stop()  # only bumps a counter: the run loop acts on it
 
-    try:
-        for sig in FORWARDED:
-            previous[sig] = signal.signal(sig, handler)
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return signals.handling(signals.same_handler(STOP_SIGNALS, handler))
 
 
 def run(job: LocalJob, *, redirect: bool = False, grace: float = DEFAULT_GRACE,
         save_interval: float | None = None, handle_signals: bool = True) -> RunResult:
     """Run the job in a child process; removes a temporary workdir afterwards."""
     spec = JobSpec(job.experiment, job.params, workdir=job.workdir,
-                   reserved={"dbdict.experiment": job.experiment,
-                             "dbdict.workdir": str(job.workdir)},
+                   reserved={EXPERIMENT_KEY: job.experiment, WORKDIR_KEY: str(job.workdir)},
                    redirect=redirect, save_interval=save_interval,
                    python_path=[os.getcwd()])
     jobrun = JobRun(spec, grace=grace)

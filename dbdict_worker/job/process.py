@@ -33,29 +33,27 @@ from typing import Any, Mapping, Sequence
 
 from dbdict_worker.job import messages
 from dbdict_worker import state as statemod
-from dbdict_worker.channel import save_interval_from_env
+from dbdict_worker.channel import STOP_SIGNALS, save_interval_from_env
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError
+from dbdict_worker.job.childenv import child_env, describe_returncode
 from dbdict_worker.job.forkserver import ForkedChild, ForkServer
 from dbdict_worker.job.workdir import (
     ERROR_KEY,
+    EXPERIMENT_KEY,
     STATUS_KEY,
     TEMPDIR_ENV,
     WORKDIR_ENV,
     Workdir,
     WorkdirError,
-    user_keys,
 )
 
 log = logging.getLogger("dbdict_worker")
 
-#: Environment variables never passed to experiments: the queue's credentials, and systemd's
-#: notification socket (only the worker itself talks to systemd).
-SECRET_ENV = ("DBDICT_DB", "DBDICT_TEST_DSN", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC")
 #: Saves kept for take_saves() (the oldest are dropped beyond this).
 MAX_SAVES = 1000
 #: Signals after which a death by signal counts as "stopped" rather than failed.
-_STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGKILL)
+_STOPPING = (*STOP_SIGNALS, signal.SIGKILL)
 
 
 class StartError(DbdictError):
@@ -118,25 +116,6 @@ class Outcome:
         return self.status == Status.START
 
 
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ without the queue's credentials (DBDICT_DB, PG*PASS*), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in SECRET_ENV and not (k.startswith("PG") and "PASS" in k)}
-    env.update(extra or {})
-    return env
-
-
-def describe_returncode(rc: int) -> str:
-    """"killed by signal 9 (SIGKILL)" or "exited with code 3"."""
-    if rc < 0:
-        try:
-            name = signal.Signals(-rc).name
-        except ValueError:
-            name = "unknown signal"
-        return f"killed by signal {-rc} ({name})"
-    return f"exited with code {rc}"
-
-
 class JobProcess:
     """One running job: start it, read its saves, wait, signal, stop. Thread-safe."""
 
@@ -187,8 +166,8 @@ class JobProcess:
             reserved.pop(ERROR_KEY, None)
             reserved[STATUS_KEY] = Status.RUNNING.name
             # orig.conf also names the experiment, so `dbdict run --file orig.conf` reruns it.
-            orig = {**user_keys(statemod.flatten(spec.state)),
-                    "dbdict.experiment": spec.experiment}
+            orig = {**statemod.user_keys(statemod.flatten(spec.state)),
+                    EXPERIMENT_KEY: spec.experiment}
             workdir.write_orig(orig)
             workdir.write_current({**start_state, **reserved})
         except WorkdirError as e:
@@ -419,7 +398,7 @@ class JobProcess:
         # before the save message is sent, so it may be one save newer than ``latest``).
         try:
             current = self.workdir.read_current()
-            state = user_keys(current) if current is not None else latest
+            state = statemod.user_keys(current) if current is not None else latest
         except WorkdirError:
             state = latest
         reason = describe_returncode(returncode)
@@ -479,5 +458,4 @@ def _wait_exited(proc: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
-__all__ = ["JobSpec", "JobProcess", "Outcome", "StartError", "child_env",
-           "describe_returncode"]
+__all__ = ["JobSpec", "JobProcess", "Outcome", "StartError"]

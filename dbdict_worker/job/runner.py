@@ -26,13 +26,14 @@ import sys
 import traceback
 from typing import Any, Mapping
 
+from dbdict_worker import signals
 from dbdict_worker.job import cmdexp
 from dbdict_worker.job import messages
 from dbdict_worker.channel import Channel
-from dbdict_worker.constants import COMPLETE, INCOMPLETE
+from dbdict_worker.constants import COMPLETE, INCOMPLETE, Status
 from dbdict_worker.errors import ResolveError
-from dbdict_worker.state import expand, flatten, resolve
-from dbdict_worker.job.workdir import Workdir, user_keys
+from dbdict_worker.state import expand, flatten, resolve, user_keys
+from dbdict_worker.job.workdir import ERROR_KEY, STATUS_KEY, TEMPDIR_ENV, Workdir
 
 #: Longest error line kept in dbdict.error (the full traceback is in workdir/stderr).
 MAX_ERROR = 2000
@@ -84,17 +85,17 @@ class _Child:
         self.saved = user
         self.send({"kind": messages.SAVE, "state": messages.encode_state(user)})
 
-    def finish(self, status: str, error: str | None, user: dict[str, Any]) -> None:
+    def finish(self, status: Status, error: str | None, user: dict[str, Any]) -> None:
         """Write the final current.conf and send the end message."""
-        final = {**user, **self.reserved, "dbdict.status": status}
+        final = {**user, **self.reserved, STATUS_KEY: status.name}
         if error is not None:
-            final["dbdict.error"] = error
+            final[ERROR_KEY] = error
         try:
             self.workdir.write_current(final)
         except Exception as e:  # disk full, or a value the parent sent us that cannot be written
             error = one_line(f"{error + '; ' if error else ''}cannot write current.conf: {e}")
-            status = "ERR_RUN"
-        self.send({"kind": messages.END, "status": status, "error": error,
+            status = Status.ERR_RUN
+        self.send({"kind": messages.END, "status": status.name, "error": error,
                    "state": messages.encode_state(user)})
 
     def report_exception(self, exc: BaseException) -> str:
@@ -124,52 +125,53 @@ class _Child:
             error = self.report_exception(e)
             if isinstance(e, ResolveError):  # its message already says what failed, in full
                 error = one_line(str(e))
-            self.finish("ERR_START", error, self.user)
+            self.finish(Status.ERR_START, error, self.user)
             return
         state = expand({**self.user, **self.reserved})
         self.channel.state = state
         self.send({"kind": messages.STARTED})
-        status, error = "DONE", None
+        status, error = Status.DONE, None
         try:
             result = fn(state, self.channel)
             if result is COMPLETE:
-                status = "DONE"
+                status = Status.DONE
             elif result is INCOMPLETE:
-                status = "START"
+                status = Status.START
             else:
-                status, error = "ERR_RUN", one_line(
+                status, error = Status.ERR_RUN, one_line(
                     f"experiment returned {result!r}; return COMPLETE (None) or "
                     f"INCOMPLETE (True)")
         except SystemExit as e:
             if e.code not in (None, 0):
-                status, error = "ERR_RUN", one_line(f"experiment called sys.exit({e.code!r})")
+                status, error = Status.ERR_RUN, one_line(
+                    f"experiment called sys.exit({e.code!r})")
         except BaseException as e:
-            status, error = "ERR_RUN", self.report_exception(e)
+            status, error = Status.ERR_RUN, self.report_exception(e)
         try:
             user = user_keys(flatten(state))
         except Exception as e:  # an unstorable value: keep the last good save
             user = self.saved
             note = one_line(f"final state not saved: {e}")
             sys.stderr.write(note + "\n")
-            status, error = "ERR_RUN", (f"{error}; {note}" if error else note)
+            status, error = Status.ERR_RUN, (f"{error}; {note}" if error else note)
         self.finish(status, error, user)
 
     def run_command(self) -> None:
         try:
             template = cmdexp.CommandTemplate.decode(self.experiment)
         except cmdexp.CommandError as e:
-            self.finish("ERR_START", str(e), self.user)
+            self.finish(Status.ERR_START, str(e), self.user)
             return
         poll = min(max(self.channel.save_interval, 0.05), 1.0)
         try:
             status, error, user = cmdexp.run_command(
                 template, self.user, self.reserved, workdir=self.workdir.path,
-                tempdir=os.environ.get("DBDICT_EXPERIMENT_TEMPDIR", ""), poll=poll,
+                tempdir=os.environ.get(TEMPDIR_ENV, ""), poll=poll,
                 stop_requested=lambda: self.channel.stop_requested,
                 on_started=lambda: self.send({"kind": messages.STARTED}),
                 on_save=self.persist)
         except Exception as e:
-            status, error, user = "ERR_RUN", self.report_exception(e), self.saved
+            status, error, user = Status.ERR_RUN, self.report_exception(e), self.saved
         self.finish(status, error and one_line(error), user)
 
 
@@ -182,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Before anything slow: a stop asked while the experiment imports becomes 'stop'.
     channel = Channel(None)
-    channel.install_signal_handlers()
+    channel.install_signal_handlers()  # for the process's life, as the next one
     # SIGUSR1 drains the worker; when it is sent to the whole unit (`systemctl kill`, a
     # batch system signalling the job's process tree), the experiment must not die of it.
     # Ignoring survives exec, so a command experiment's programs are spared too.
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signals.install({signal.SIGUSR1: signal.SIG_IGN})
     spec_path, fd = args[0], int(args[1])
     os.set_inheritable(fd, False)  # programs the experiment starts must not hold our pipe
     with open(spec_path, encoding="utf-8") as f:

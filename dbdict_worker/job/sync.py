@@ -1,4 +1,5 @@
-"""Keeping a job's workdir in the experiment root (exproot) with rsync (SPEC section 6).
+"""Keeping a job's workdir in the experiment root (exproot) with rsync (the README's "The
+experiment root (exproot) and rsync" section).
 
 An exproot is a local path or ``ssh://[user@]host:/abs/path`` / ``ssh://[user@]host:rel/path``
 (relative to the remote home; no ``~`` expansion). Each job lives in

@@ -1,4 +1,5 @@
-"""A job's working directory (SPEC section 6, step 3).
+"""A job's working directory: the files a job's run reads and writes (the README's "The
+workdir" section).
 
 ::
 
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dbdict_worker import state as statemod
-from dbdict_worker.constants import RESERVED_PREFIX, Status
+from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError
+from dbdict_worker.job.cmdexp import is_command
 
 ORIG_CONF = "orig.conf"
 CURRENT_CONF = "current.conf"
@@ -35,8 +37,13 @@ TEMPDIR_ENV = "DBDICT_EXPERIMENT_TEMPDIR"
 #: Environment variable holding the workdir's absolute path.
 WORKDIR_ENV = "DBDICT_WORKDIR"
 
+# Reserved keys the .conf files carry besides the user's state: the run's status and error
+# (current.conf), the experiment (orig.conf too, so that `dbdict run --file orig.conf` reruns
+# it) and the workdir's own path.
 STATUS_KEY = "dbdict.status"
 ERROR_KEY = "dbdict.error"
+EXPERIMENT_KEY = "dbdict.experiment"
+WORKDIR_KEY = "dbdict.workdir"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
 #: Longest default workdir name (the hash suffix included): well under every filesystem's 255.
@@ -47,30 +54,18 @@ class WorkdirError(DbdictError):
     """The working directory cannot be created or read (an ERR_START-class failure)."""
 
 
-def is_reserved(key: str) -> bool:
-    """True for ``dbdict`` and ``dbdict.*`` keys."""
-    return key == RESERVED_PREFIX or key.startswith(RESERVED_PREFIX + ".")
-
-
-def user_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """The flat state without the reserved ``dbdict.*`` keys."""
-    return {k: v for k, v in flat.items() if not is_reserved(k)}
-
-
 def default_name(experiment: str, params: Mapping[str, Any]) -> str:
     """A directory name for a local run: the experiment's last name and ``k=v`` pairs, with
     unsafe characters replaced, cut to a bounded length, and a hash of the experiment and all
     parameters so that different parameters never share a directory: ``pkg.exp`` with
     ``lr=0.1 n=3`` gives ``exp,lr=0.1,n=3-<10 hex digits>``.
     """
-    flat = statemod.flatten(params)
+    user = statemod.user_keys(statemod.flatten(params))
     digest = hashlib.sha256(
-        (experiment + "\0" + statemod.canonical_json(user_keys(flat))).encode("utf-8")
+        (experiment + "\0" + statemod.canonical_json(user)).encode("utf-8")
     ).hexdigest()[:10]
-    base = experiment.rsplit(".", 1)[-1] if not experiment.startswith(("cmd:", "shell:")) \
-        else "cmd"
-    parts = [base] + [f"{k}={statemod.format_value(v)}" for k, v in sorted(flat.items())
-                      if not is_reserved(k)]
+    base = "cmd" if is_command(experiment) else experiment.rsplit(".", 1)[-1]
+    parts = [base] + [f"{k}={statemod.format_value(v)}" for k, v in sorted(user.items())]
     text = _UNSAFE.sub("_", ",".join(parts)).strip("._-") or "job"
     text = text[: MAX_NAME - len(digest) - 1].rstrip("._-,=")
     return f"{text}-{digest}"
@@ -148,7 +143,8 @@ class Workdir:
         """The user state a run starts from: current.conf's (a resumed job) if there is one
         and ``resume``, else ``state``. Reserved keys are dropped either way."""
         current = self.read_current() if resume else None
-        return user_keys(current if current is not None else statemod.flatten(state))
+        return statemod.user_keys(current if current is not None
+                                  else statemod.flatten(state))
 
     def append_stderr(self, text: str) -> None:
         """Append text to workdir/stderr (best effort: a full disk must not hide the outcome)."""

@@ -1,4 +1,4 @@
-"""dbdict-enqueue as a user runs it (SPEC section 5)."""
+"""dbdict-enqueue as a user runs it (README "Parameters")."""
 from __future__ import annotations
 
 import json

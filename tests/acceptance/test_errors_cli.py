@@ -1,5 +1,5 @@
 """Bad input and bad databases: one clear line on stderr, exit 1 or 2, nothing written,
-no password printed (SPEC section 5)."""
+no password printed."""
 from __future__ import annotations
 
 import sqlalchemy as sa

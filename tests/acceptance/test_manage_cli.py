@@ -1,4 +1,4 @@
-"""The ``dbdict`` management commands run as a user runs them (SPEC section 5): the view in
+"""The ``dbdict`` management commands run as a user runs them (README "Managing jobs"): the view in
 psql, exports, show/status/cancel/requeue/delete/set-priority, ``requeue --stale``, the table
 named in the URL, and ``dbdict run --force`` over a workdir left RUNNING.
 

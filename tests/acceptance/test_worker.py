@@ -1,5 +1,5 @@
-"""The worker daemon on a real PostgreSQL, with real processes, signals and rsync
-(issue 4's acceptance list)."""
+"""The worker daemon on a real PostgreSQL, with real processes, signals and rsync: booking,
+saves, stops, requeue, rescue, exproot sync."""
 from __future__ import annotations
 
 import os

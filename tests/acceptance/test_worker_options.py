@@ -1,5 +1,5 @@
 """``dbdict-worker start``'s documented options and behaviours that the main worker tests do
-not cover (README "Running workers", SPEC sections 5-6): GPUs, --max-jobs, several --table,
+not cover (README "Running workers"): GPUs, --max-jobs, several --table,
 --poll-only, a live worker that lost its job, the second SIGTERM, drain by worker and host,
 and systemd's notify protocol. Real PostgreSQL, real worker processes, real signals."""
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from dbdict_worker.constants import RESTART_PRIORITY, Status
-from dbdict_worker.job.workdir import Workdir, user_keys
+from dbdict_worker.job.workdir import Workdir
+from dbdict_worker.state import user_keys
 from tests.acceptance.conftest import Cli
 from tests.acceptance.workers import WorkerProc, alive
 from tests.support.waiting import wait_for

@@ -17,8 +17,9 @@ from typing import Any, Iterable, Mapping
 import sqlalchemy as sa
 
 from dbdict_worker.constants import Status
-from dbdict_worker.db import queries
+from dbdict_worker.db import queue
 from dbdict_worker.db.connect import sent_statements
+from dbdict_worker.db.models import Job
 
 #: The tables every booking, save and heartbeat writes to.
 HOT_TABLES = ("jobs", "state", "events", "workers")
@@ -59,11 +60,11 @@ def expected_result(total: int) -> int:
     return total * (total + 1) // 2
 
 
-def verify_jobs(jobs_with_state: Iterable[tuple[queries.Job, Mapping[str, Any]]],
+def verify_jobs(jobs_with_state: Iterable[tuple[Job, Mapping[str, Any]]],
                 created: Mapping[int, int], verdict: Verdict) -> set[int]:
     """Statuses, results and the job set against ``created`` (id -> its ``i``); returns the
     ids of the jobs that are not DONE with the right result (for :func:`verify_events`)."""
-    seen: dict[int, queries.Job] = {}
+    seen: dict[int, Job] = {}
     bad: set[int] = set()
     counts: collections.Counter[str] = collections.Counter()
     for job, state in jobs_with_state:
@@ -179,12 +180,12 @@ def dead_tuples(conn: sa.Connection) -> dict[str, dict[str, Any]]:
 
 
 def booking_plan(engine: sa.Engine, *, table_ids: tuple[int, ...] | None = None) -> str:
-    """EXPLAIN of the exact statement the worker books with (``queries.book``, captured as
+    """EXPLAIN of the exact statement the worker books with (``queue.book``, captured as
     it is sent, in a transaction that is rolled back)."""
     with engine.connect() as conn:
         with sent_statements(conn) as sent, conn.begin() as trans:
-            queries.book(conn, worker_id="chaos-explain", host="chaos",
-                         table_ids=table_ids, n=2)
+            queue.book(conn, worker_id="chaos-explain", host="chaos",
+                       table_ids=table_ids, n=2)
             trans.rollback()  # nothing booked stays booked
         captured = [(sql, params) for sql, params in sent if "SKIP LOCKED" in sql]
         if not captured:

@@ -1,4 +1,5 @@
-"""The experiment-side channel (SPEC section 7) and the pipe's message framing."""
+"""The experiment-side channel (the README's "The channel" section) and the pipe's message
+framing."""
 from __future__ import annotations
 
 import math

@@ -6,9 +6,11 @@ import shlex
 
 import pytest
 
+from dbdict_worker.constants import EXIT_INCOMPLETE, Status
 from dbdict_worker.job.cmdexp import (
     CommandError,
     CommandTemplate,
+    _exit_status,
     env_name,
     read_state_json,
     state_env,
@@ -81,9 +83,20 @@ def test_env_names_and_values():
     assert env_name("model.n_hidden") == "DBDICT_P_MODEL__N_HIDDEN"
     assert env_name("a-b c") == "DBDICT_P_A_B_C"
     assert env_name("dbdict.id") == "DBDICT_JOB_ID"
+    assert env_name("dbdict") == "DBDICT_P_DBDICT"
+    assert env_name("dbdictx.a") == "DBDICT_P_DBDICTX__A"
     env = state_env({"lr": 0.1, "name": "adam", "flag": True, "none": None, "xs": (1, 2)})
     assert env == {"DBDICT_P_LR": "0.1", "DBDICT_P_NAME": "adam", "DBDICT_P_FLAG": "true",
                    "DBDICT_P_NONE": "null", "DBDICT_P_XS": "[1, 2]"}
+
+
+def test_exit_status_of_the_program():
+    assert _exit_status(0, False) == (Status.DONE, None)
+    assert _exit_status(EXIT_INCOMPLETE, False) == (Status.START, None)
+    assert _exit_status(3, False) == (Status.ERR_RUN, "command exited with code 3")
+    assert _exit_status(-9, False) == (Status.ERR_RUN, "command killed by signal 9 (SIGKILL)")
+    assert _exit_status(-15, True) == (Status.START,
+                                       "stopped: command killed by signal 15 (SIGTERM)")
 
 
 def test_state_json_round_trip_keeps_types_and_merges(tmp_path):

@@ -19,9 +19,9 @@ import pytest
 
 from dbdict_worker.errors import ResolveError, StateError, UsageError
 from dbdict_worker.state import (
-    DD, canonical_json, check_key, check_user_keys, check_value, expand, flatten, format_conf,
-    format_value, make, param_hash, parse_conf, parse_params, parse_value, read_conf, resolve,
-    write_conf,
+    DD, canonical_json, check_experiment_path, check_key, check_user_keys, check_value, expand,
+    flatten, format_conf, format_value, is_reserved, make, param_hash, parse_conf, parse_params,
+    parse_value, read_conf, resolve, user_keys, write_conf,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,6 +222,13 @@ def test_check_user_keys_allows_lookalikes():
     check_user_keys({"dbdictx": 1, "my.dbdict": 2, "dbdict_lr": 3})
 
 
+def test_is_reserved_and_user_keys_draw_the_same_line():
+    keys = ["dbdict", "dbdict.id", "dbdict.a.b", "dbdictx", "my.dbdict", "dbdict_lr", "lr"]
+    assert [k for k in keys if is_reserved(k)] == ["dbdict", "dbdict.id", "dbdict.a.b"]
+    assert user_keys(dict.fromkeys(keys, 0)) == dict.fromkeys(
+        ["dbdictx", "my.dbdict", "dbdict_lr", "lr"], 0)
+
+
 # --- parse_value / format_value ---------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [
@@ -417,6 +424,18 @@ def test_resolve_error_inside_user_module_is_reported_and_chained(user_pkg):
 def test_resolve_refuses_non_names(name):
     with pytest.raises(ResolveError, match="not a dotted Python name"):
         resolve(name)
+
+
+@pytest.mark.parametrize("path", ["pkg.exp", "a.b.c", "_p.run", "paquet.expérience", "été.run"])
+def test_check_experiment_path_accepts_what_resolve_could_import(path):
+    assert check_experiment_path(path) == path
+
+
+@pytest.mark.parametrize("path", ["exp", "pkg.exp\n", "pkg..exp", "1pkg.exp", "pkg.exp()",
+                                  "pkg. exp", "", ".pkg.exp"])
+def test_check_experiment_path_refuses_the_rest(path):
+    with pytest.raises(UsageError, match="must be a dotted path such as mypkg.train.run"):
+        check_experiment_path(path)
 
 
 def test_make_the_seed_example():

@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from dbdict_worker.errors import StateError, UsageError
+from dbdict_worker.params import combinations, read_confs, split
 from dbdict_worker.state import parse_params
 from dbdict_worker.sweeps import expand_braces, geom, igeom, load_sweep_file, sweep
 
@@ -243,3 +244,38 @@ def test_expand_braces_respects_brackets_and_quotes():
 def test_expand_braces_errors_name_the_arg(arg):
     with pytest.raises(UsageError, match=re.escape(repr(arg))):
         expand_braces([arg])
+
+
+# --- command-line parameters (dbdict_worker.params) -------------------------------------------
+
+def test_split_tells_conf_files_from_parameters():
+    args = ["a=1", "base.conf", "b=x.conf", "m::re.compile", "more.conf"]
+    assert split(args) == (["base.conf", "more.conf"], ["a=1", "b=x.conf", "m::re.compile"])
+
+
+def test_read_confs_keeps_each_file_and_names_a_missing_one(tmp_path):
+    (tmp_path / "a.conf").write_text("lr = 0.1\ndbdict.experiment = 'pkg.exp'\n")
+    assert read_confs([str(tmp_path / "a.conf")]) == [{"lr": 0.1, "dbdict.experiment": "pkg.exp"}]
+    with pytest.raises(UsageError, match="no such .conf file: .*nope.conf"):
+        read_confs([str(tmp_path / "a.conf"), str(tmp_path / "nope.conf")])
+
+
+def test_combinations_file_levels_slowest_inline_on_top(tmp_path):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"opt": ["sgd", "adam"]}))
+    states = combinations({"base": 1, "lr": 9}, ["lr={{0.1,0.2}}"], sweep_file=str(path))
+    assert states == [{"base": 1, "lr": 0.1, "opt": "sgd"}, {"base": 1, "lr": 0.2, "opt": "sgd"},
+                      {"base": 1, "lr": 0.1, "opt": "adam"}, {"base": 1, "lr": 0.2, "opt": "adam"}]
+    assert combinations({}, []) == [{}]
+
+
+def test_combinations_for_one_job_refuse_a_sweep():
+    assert combinations({"a": 1}, ["b=2"], single="dbdict run") == [{"a": 1, "b": 2}]
+    with pytest.raises(UsageError, match=r"dbdict run runs one job: \{\{\.\.\.\}\} sweeps"):
+        combinations({}, ["b={{1,2}}"], single="dbdict run")
+
+
+@pytest.mark.parametrize("base, inline", [({"dbdict.id": 1}, []), ({}, ["dbdict.status=2"])])
+def test_combinations_refuse_reserved_keys(base, inline):
+    with pytest.raises(StateError, match="is reserved"):
+        combinations(base, inline)

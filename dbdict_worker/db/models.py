@@ -1,0 +1,153 @@
+"""What the database hands back: the frozen result types, and how a row becomes one.
+
+Every query function returns plain values or one of these; callers never see a database row.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from dbdict_worker.constants import Status
+from dbdict_worker.db.schema import job_tables, jobs
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of ``jobs``, with its table's name."""
+
+    id: int
+    table: str
+    experiment: str
+    status: Status
+    priority: float
+    attempts: int
+    losses: int
+    max_attempts: int
+    replica: int
+    created_at: dt.datetime | None
+    updated_at: dt.datetime | None
+    booked_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    worker_id: str | None
+    host: str | None
+    workdir: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Token:
+    """Proof of ownership of a booked job: the worker and the attempt number it booked."""
+
+    job_id: int
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A job booked by a worker: the row, the fencing token and the job's flat state."""
+
+    job: Job
+    token: Token
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """What an enqueue did: the ids created (in input order) and the duplicates skipped."""
+
+    created: list[int]
+    skipped: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a job's history."""
+
+    job_id: int
+    at: dt.datetime | None
+    kind: str
+    worker_id: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which jobs a command acts on. ``None`` fields do not filter."""
+
+    table_ids: tuple[int, ...] | None = None
+    ids: tuple[int, ...] | None = None
+    statuses: tuple[Status, ...] | None = None
+    where: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Rescued:
+    """A job whose owner stopped heartbeating, and what became of it."""
+
+    job_id: int
+    worker_id: str | None
+    status: Status
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A worker as ``dbdict-worker status`` shows it."""
+
+    id: str
+    host: str
+    pid: int
+    slots: int
+    tables: str | None
+    state: str
+    drain_requested: bool
+    started_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    stopped_at: dt.datetime | None
+    heartbeat_age: float | None
+    job_ids: tuple[int, ...]
+
+
+#: In :func:`~dbdict_worker.db.queries.count_by_key`, the value of jobs without the key.
+MISSING = object()
+
+#: The columns a :class:`Job` is read from, in its fields' order.
+JOB_COLUMNS = (
+    jobs.c.id,
+    job_tables.c.name,
+    jobs.c.experiment,
+    jobs.c.status,
+    jobs.c.priority,
+    jobs.c.attempts,
+    jobs.c.losses,
+    jobs.c.max_attempts,
+    jobs.c.replica,
+    jobs.c.created_at,
+    jobs.c.updated_at,
+    jobs.c.booked_at,
+    jobs.c.heartbeat_at,
+    jobs.c.finished_at,
+    jobs.c.worker_id,
+    jobs.c.host,
+    jobs.c.workdir,
+    jobs.c.error,
+)
+
+
+def utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A time read from the database, as an aware UTC datetime (SQLite gives naive ones: they
+    are UTC, the database clock)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """A :class:`Job` from a row of :data:`JOB_COLUMNS`."""
+    r = list(row)
+    r[3] = Status(r[3])
+    for i in range(9, 14):
+        r[i] = utc(r[i])
+    return Job(*r)

@@ -1,0 +1,418 @@
+"""The queue core: enqueue, booking, saving a booked job's state, releasing it, heartbeats
+and the lease.
+
+Each statement's PostgreSQL and SQLite forms are written next to each other. PostgreSQL does
+each step in one round trip (COPY for state rows, data-modifying CTEs for booking and
+releasing, ``FOR UPDATE SKIP LOCKED`` so that bookers never wait for each other). SQLite has
+one writer at a time (every transaction starts with ``BEGIN IMMEDIATE``): there the same step
+is a few plain statements.
+
+Like :mod:`.queries`: each function takes a connection inside the caller's transaction and
+never commits. Every write for a booked job carries the ownership condition, :func:`owned`.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import re
+from typing import Any, Mapping, Sequence, Union
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from dbdict_worker.constants import RESTART_PRIORITY, Status
+from dbdict_worker.db import values
+from dbdict_worker.db.models import JOB_COLUMNS, Job, Rescued, Selection, Token, job_from_row
+from dbdict_worker.db.queries import add_events, select_jobs, select_state
+from dbdict_worker.db.schema import db_ago, db_now, events, job_tables, jobs, state
+
+SQLITE = "sqlite"
+
+# --------------------------------------------------------------------------------------------
+# Ownership
+
+
+def owned(worker_id: Any, bookings: Sequence[tuple[Any, Any]]) -> sa.ColumnElement[bool]:
+    """The ownership (fencing) condition that every write for a booked job carries: the job
+    is RUNNING, booked by ``worker_id``, by one of ``bookings``, ``(job id, attempt)`` pairs.
+
+    ``attempt`` is the fencing token: the job's ``attempts`` count that the booking set. A
+    cancel, a requeue or a lease rescue changes the status or the worker, and a later booking
+    raises ``attempts``, so a former owner's write matches no row. Each part is a value or a
+    bind parameter; one pair compiles to ``id = ... AND attempts = ...``, several to
+    ``(id, attempts) IN (...)``.
+    """
+    if len(bookings) == 1:
+        ((job_id, attempt),) = bookings
+        which = [jobs.c.id == job_id, jobs.c.attempts == attempt]
+    else:
+        which = [sa.tuple_(jobs.c.id, jobs.c.attempts).in_(bookings)]
+    return sa.and_(*which, jobs.c.worker_id == worker_id, jobs.c.status == Status.RUNNING)
+
+
+def _owned_by_binds() -> sa.ColumnElement[bool]:
+    """:func:`owned` on the bind parameters ``own_worker``, ``own_id`` and ``own_attempt``."""
+    return owned(sa.bindparam("own_worker"),
+                 [(sa.bindparam("own_id"), sa.bindparam("own_attempt"))])
+
+
+def _token_params(token: Token) -> dict[str, Any]:
+    return {"own_id": token.job_id, "own_worker": token.worker_id, "own_attempt": token.attempt}
+
+
+# --------------------------------------------------------------------------------------------
+# Enqueue
+
+
+def ensure_table(conn: Connection, name: str) -> int:
+    """The id of the job table ``name``, creating it if needed (safe under concurrency)."""
+    insert = sqlite.insert if conn.dialect.name == SQLITE else postgresql.insert
+    conn.execute(insert(job_tables).values(name=name).on_conflict_do_nothing())
+    return conn.execute(sa.select(job_tables.c.id).where(job_tables.c.name == name)).scalar_one()
+
+
+# A job's state travels to the database as a "payload" prepared without the job's id (so
+# that a big enqueue can prepare the next batch while the database stores the previous one):
+# on PostgreSQL a block of COPY lines whose id column is _ID_MARK, on SQLite a list of
+# (key, vtype, num, txt) rows.
+_ID_MARK = "\x00"  # never in checked text: state.check_value and check_key refuse NUL
+_COPY_NULL = "\\N"
+_COPY_SPECIAL = re.compile(r"[\\\n\r\t]")
+_STATE_COLUMNS = ("job_id", "key", "vtype", "num", "txt")
+
+StatePayload = Union[str, list]
+
+
+def _copy_escape(text: str) -> str:
+    if _COPY_SPECIAL.search(text) is None:
+        return text
+    return (text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+            .replace("\t", "\\t"))
+
+
+@functools.lru_cache(maxsize=65536)
+def _copy_key(key: str) -> str:
+    return f"\t{_copy_escape(key)}\t"
+
+
+def prepare_state(dialect: str, flat: Mapping[str, Any]) -> StatePayload:
+    """A checked flat state as a payload for :func:`insert_state` (``dialect`` is
+    ``conn.dialect.name``)."""
+    if dialect == SQLITE:
+        # SQLite's REAL columns cannot hold NaN: num is NULL there (txt keeps the value).
+        return [(key, *values.encode(value, nan_as_null=True)) for key, value in flat.items()]
+    parts = []
+    for key, value in flat.items():
+        vtype, num, txt = values.encode(value)
+        parts.append(f"{_ID_MARK}{_copy_key(key)}{vtype}\t"
+                     f"{_COPY_NULL if num is None else repr(num)}\t"
+                     f"{_COPY_NULL if txt is None else _copy_escape(txt)}\n")
+    return "".join(parts)
+
+
+def insert_state(conn: Connection, payloads: Sequence[tuple[int, StatePayload]]) -> None:
+    """Store prepared states, as ``(job_id, payload)`` pairs: one COPY on PostgreSQL (an
+    order of magnitude faster than INSERT for the millions of rows of a big sweep),
+    executemany on SQLite."""
+    if conn.dialect.name == SQLITE:
+        rows = [dict(zip(_STATE_COLUMNS, (job_id, *row)))
+                for job_id, payload in payloads for row in payload]
+        if rows:
+            conn.execute(sa.insert(state), rows)
+        return
+    text = "".join(block.replace(_ID_MARK, str(job_id)) for job_id, block in payloads)
+    if not text:
+        return
+    # The DBAPI connection under ``conn``: the COPY runs inside the caller's transaction.
+    cur = conn.connection.driver_connection.cursor()
+    try:
+        cur.copy_expert(f"COPY state ({', '.join(_STATE_COLUMNS)}) FROM STDIN",
+                        io.StringIO(text))
+    finally:
+        cur.close()
+
+
+# PostgreSQL: one statement per batch, the rows travel as two arrays, not as bound rows.
+_INSERT_JOBS_POSTGRESQL = sa.text("""
+    INSERT INTO jobs (table_id, experiment, priority, max_attempts, params_hash, replica, dedup)
+    SELECT :table_id, :experiment, :priority, :max_attempts, u.h, u.r, :dedup
+    FROM unnest(CAST(:hashes AS text[]), CAST(:replicas AS integer[])) AS u(h, r)
+    ON CONFLICT (table_id, experiment, params_hash, replica) WHERE dedup DO NOTHING
+    RETURNING id, params_hash, replica
+""")
+# SQLite: executemany of one bound row per job.
+_INSERT_JOBS_SQLITE = {
+    True: sqlite.insert(jobs).on_conflict_do_nothing(
+        index_elements=[jobs.c.table_id, jobs.c.experiment, jobs.c.params_hash, jobs.c.replica],
+        index_where=jobs.c.dedup,
+    ).returning(jobs.c.id, jobs.c.params_hash, jobs.c.replica),
+    False: sa.insert(jobs).returning(jobs.c.id, jobs.c.params_hash, jobs.c.replica),
+}
+
+
+def _insert_job_rows(conn: Connection, base: dict, keys: list[tuple[str, int]],
+                     dedup: bool) -> list[tuple[int, str, int]]:
+    """Insert one job row per (hash, replica); returns (id, hash, replica) of the rows made
+    (dedup rows that conflict with an existing one are not made)."""
+    if conn.dialect.name == SQLITE:
+        rows = [dict(base, params_hash=h, replica=r, dedup=dedup) for h, r in keys]
+        return [tuple(r) for r in conn.execute(_INSERT_JOBS_SQLITE[dedup], rows)]
+    params = dict(base, dedup=dedup, hashes=[h for h, _ in keys], replicas=[r for _, r in keys])
+    return [tuple(r) for r in conn.execute(_INSERT_JOBS_POSTGRESQL, params)]
+
+
+def insert_jobs(
+    conn: Connection,
+    *,
+    table_id: int,
+    experiment: str,
+    items: Sequence[tuple[str, int, StatePayload]],
+    priority: float,
+    max_attempts: int,
+    force: bool,
+) -> tuple[list[int], int]:
+    """Insert jobs given as ``(params_hash, replica, state payload)`` (see
+    :func:`prepare_state`); returns the new ids (in
+    the order of ``items``) and how many were skipped as duplicates of existing jobs.
+
+    Without ``force`` a job equal to an existing one (same table, experiment, parameters and
+    replica) is skipped; the unique partial index makes this hold even when two enqueuers race.
+    With ``force`` such a job is added as an extra copy.
+    """
+    if not items:
+        return [], 0
+    base = {"table_id": table_id, "experiment": experiment, "priority": priority,
+            "max_attempts": max_attempts}
+    # Rows are matched back to items by (hash, replica): equal keys mean equal states, so
+    # which of several equal items gets which id does not matter.
+    made: dict[tuple[str, int], list[int]] = {}
+    for job_id, h, r in _insert_job_rows(conn, base, [(h, r) for h, r, _ in items], True):
+        made.setdefault((h, r), []).append(job_id)
+    ids: list[int | None] = []
+    leftovers: list[int] = []  # items equal to an existing job or to an earlier item
+    for i, (h, r, _) in enumerate(items):
+        got = made.get((h, r))
+        if got:
+            ids.append(got.pop())
+        else:
+            ids.append(None)
+            leftovers.append(i)
+    skipped = 0
+    if leftovers and force:
+        copies: dict[tuple[str, int], list[int]] = {}
+        keys = [items[i][:2] for i in leftovers]
+        for job_id, h, r in _insert_job_rows(conn, base, keys, False):
+            copies.setdefault((h, r), []).append(job_id)
+        for i in leftovers:
+            ids[i] = copies[items[i][:2]].pop()
+    else:
+        skipped = len(leftovers)
+    insert_state(conn, [(job_id, payload) for job_id, (_, _, payload) in zip(ids, items)
+                        if job_id is not None])
+    return [i for i in ids if i is not None], skipped
+
+
+# --------------------------------------------------------------------------------------------
+# Booking
+
+
+def _pick(with_tables: bool) -> sa.Select:
+    """The ready jobs to book, in booking order (the order of the ``jobs_ready*`` indexes)."""
+    ready = [jobs.c.status == Status.START]
+    if with_tables:
+        ready.append(jobs.c.table_id.in_(sa.bindparam("table_ids", expanding=True)))
+    return (sa.select(jobs.c.id).where(*ready)
+            .order_by(jobs.c.priority.desc(), jobs.c.id).limit(sa.bindparam("n")))
+
+
+@functools.lru_cache(maxsize=None)
+def booking_statements(dialect: str, with_tables: bool) -> tuple[sa.Executable, ...]:
+    """The statements a booking sends, built once, with the bind parameters ``n`` (how many),
+    ``new_worker``, ``new_host`` and, ``with_tables``, ``table_ids``."""
+    booked_values = dict(
+        status=Status.RUNNING, attempts=jobs.c.attempts + 1, worker_id=sa.bindparam("new_worker"),
+        host=sa.bindparam("new_host"), booked_at=db_now(), heartbeat_at=db_now(),
+        updated_at=db_now(), finished_at=sa.null(), error=sa.null())
+    if dialect == SQLITE:
+        # One writer at a time: no row lock to skip. The UPDATE returns the booked ids, then
+        # one event per id (executemany of ``booked_id``); the rows are read back after.
+        booking = (sa.update(jobs).where(jobs.c.id.in_(_pick(with_tables).scalar_subquery()))
+                   .values(**booked_values).returning(jobs.c.id))
+        logging = sa.insert(events).values(
+            job_id=sa.bindparam("booked_id"), kind="booked", worker_id=sa.bindparam("new_worker"),
+            detail=sa.bindparam("new_host"))
+        return booking, logging
+    # One round trip: pick the ready rows (skipping those another booker holds), update
+    # them, log the events and return the rows with their table's name and their state.
+    picked = _pick(with_tables).with_for_update(skip_locked=True).cte("picked")
+    updated = (sa.update(jobs).where(jobs.c.id == picked.c.id).values(**booked_values)
+               .returning(*jobs.c).cte("booked"))
+    logged = sa.insert(events).from_select(
+        ["job_id", "kind", "worker_id", "detail"],
+        sa.select(updated.c.id, sa.literal("booked"), sa.bindparam("new_worker"),
+                  sa.bindparam("new_host"))).cte("logged")
+    columns = [updated.c[c.name] if c.table is jobs else c for c in JOB_COLUMNS]
+    # The state comes along as JSON: [[key, vtype, txt], ...] (txt alone spells every value).
+    st = state.alias("s")
+    state_json = (sa.select(sa.func.json_agg(sa.func.json_build_array(st.c.key, st.c.vtype,
+                                                                      st.c.txt)))
+                  .where(st.c.job_id == updated.c.id).scalar_subquery())
+    return (sa.select(*columns, state_json)
+            .select_from(updated.join(job_tables, job_tables.c.id == updated.c.table_id))
+            .add_cte(logged),)
+
+
+def book(conn: Connection, *, worker_id: str, host: str, table_ids: Sequence[int] | None,
+         n: int) -> list[tuple[Job, dict[str, Any]]]:
+    """Book up to ``n`` ready jobs for ``worker_id``, highest priority first, then lowest
+    id; rows another booker holds are skipped, never waited for. Returns each job with its
+    flat state (one round trip on PostgreSQL)."""
+    params: dict[str, Any] = {"n": n, "new_worker": worker_id, "new_host": host}
+    if table_ids is not None:
+        params["table_ids"] = list(table_ids)
+    statements = booking_statements(conn.dialect.name, table_ids is not None)
+    if conn.dialect.name == SQLITE:
+        booking, logging = statements
+        ids = list(conn.execute(booking, params).scalars())
+        if not ids:
+            return []
+        conn.execute(logging, [{"booked_id": i, "new_worker": worker_id, "new_host": host}
+                               for i in ids])
+        states = select_state(conn, ids)
+        booked = [(j, states[j.id]) for j in select_jobs(conn, Selection(ids=tuple(ids)))]
+    else:
+        (booking,) = statements
+        booked = []
+        for row in conn.execute(booking, params):
+            flat = {key: values.decode(vtype, None, txt) for key, vtype, txt in row[-1] or ()}
+            booked.append((job_from_row(row[:-1]), dict(sorted(flat.items()))))
+    return sorted(booked, key=lambda b: (-b[0].priority, b[0].id))
+
+
+# --------------------------------------------------------------------------------------------
+# Saving a booked job's state
+
+
+def touch_owned(conn: Connection, token: Token) -> bool:
+    """Refresh the job's row if ``token`` still owns it; the row lock taken here also orders
+    this transaction's later writes after any concurrent requeue. Returns False when ownership
+    was lost."""
+    stmt = (sa.update(jobs)
+            .where(owned(token.worker_id, [(token.job_id, token.attempt)]))
+            .values(updated_at=db_now(), heartbeat_at=db_now()))
+    return conn.execute(stmt).rowcount == 1
+
+
+def replace_state(conn: Connection, job_id: int, flat: Mapping[str, Any]) -> None:
+    """Replace a job's whole state (the caller has checked ownership in this transaction)."""
+    conn.execute(sa.delete(state).where(state.c.job_id == job_id))
+    insert_state(conn, [(job_id, prepare_state(conn.dialect.name, flat))])
+
+
+# --------------------------------------------------------------------------------------------
+# Releasing a booked job (finish, or back to the queue)
+
+
+@functools.lru_cache(maxsize=None)
+def release_statements(dialect: str, requeue: bool,
+                       with_workdir: bool) -> tuple[sa.Executable, ...]:
+    """The statements a release sends, built once: a final status, or START again when
+    ``requeue``. Bind parameters: the owner (``own_worker``, ``own_id``, ``own_attempt``),
+    the new values (``new_status``, ``new_error``, ``new_workdir`` when ``with_workdir``,
+    ``new_priority`` when ``requeue``) and the event (``event_kind``, ``event_detail``)."""
+    # Bind names differ from column names: in an UPDATE or INSERT, a parameter named like a
+    # column is taken as that column's new value.
+    changes: dict[str, Any] = dict(status=sa.bindparam("new_status"),
+                                   error=sa.bindparam("new_error"),
+                                   updated_at=db_now(), heartbeat_at=db_now())
+    if with_workdir:
+        changes["workdir"] = sa.bindparam("new_workdir")
+    if requeue:
+        changes.update(priority=sa.bindparam("new_priority"), worker_id=sa.null())
+    else:
+        changes["finished_at"] = db_now()
+    release = sa.update(jobs).where(_owned_by_binds()).values(**changes)
+    if dialect == SQLITE:
+        # The UPDATE, then its event if it matched the row (the caller checks the rowcount).
+        logging = sa.insert(events).values(
+            job_id=sa.bindparam("own_id"), kind=sa.bindparam("event_kind"),
+            worker_id=sa.bindparam("own_worker"), detail=sa.bindparam("event_detail"))
+        return release, logging
+    # One round trip: the UPDATE in a CTE feeds its event's INSERT; no row, no event.
+    released = release.returning(jobs.c.id).cte("released")
+    return (sa.insert(events).from_select(
+        ["job_id", "kind", "worker_id", "detail"],
+        sa.select(released.c.id, sa.bindparam("event_kind"), sa.bindparam("own_worker"),
+                  sa.bindparam("event_detail"))).returning(events.c.job_id),)
+
+
+def release_owned(conn: Connection, token: Token, status: Status, *, priority: float | None,
+                  error: str | None, workdir: str | None, event: tuple[str, str]) -> bool:
+    """End the owner's booking: a final status, or START again (requeue, at ``priority`` or
+    RESTART_PRIORITY), and log ``event`` (kind, detail). Conditional on ownership; returns
+    False when it was lost."""
+    requeue = status == Status.START
+    kind, detail = event
+    params = dict(_token_params(token), new_status=status, new_error=error,
+                  event_kind=kind, event_detail=detail)
+    if workdir is not None:
+        params["new_workdir"] = workdir
+    if requeue:
+        params["new_priority"] = RESTART_PRIORITY if priority is None else priority
+    statements = release_statements(conn.dialect.name, requeue, workdir is not None)
+    if conn.dialect.name == SQLITE:
+        release, logging = statements
+        if conn.execute(release, params).rowcount != 1:
+            return False
+        conn.execute(logging, params)
+        return True
+    (release,) = statements
+    return conn.execute(release, params).first() is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Heartbeats and the lease
+
+
+def heartbeat(conn: Connection, worker_id: str, tokens: Sequence[Token]) -> set[int]:
+    """Refresh the heartbeat of the jobs ``worker_id`` still owns among ``tokens``; returns
+    the ids still owned (the others were lost: cancelled, requeued or deleted)."""
+    if not tokens:
+        return set()
+    stmt = (sa.update(jobs)
+            .where(owned(worker_id, [(t.job_id, t.attempt) for t in tokens]))
+            .values(heartbeat_at=db_now())
+            .returning(jobs.c.id))
+    return set(conn.execute(stmt).scalars())
+
+
+def requeue_stale(conn: Connection, *, lease_seconds: float,
+                  by_worker: str | None = None) -> list[Rescued]:
+    """Requeue RUNNING jobs whose heartbeat is older than the lease, at RESTART_PRIORITY,
+    counting a loss; a job lost ``max_attempts`` times becomes ERR_RUN instead."""
+    stale = (
+        sa.select(jobs.c.id, jobs.c.worker_id, jobs.c.host, jobs.c.losses, jobs.c.max_attempts)
+        .where(jobs.c.status == Status.RUNNING, jobs.c.heartbeat_at < db_ago(lease_seconds))
+        .order_by(jobs.c.id)
+    )
+    if conn.dialect.name != SQLITE:  # SQLite: one writer at a time, no row lock to skip
+        stale = stale.with_for_update(skip_locked=True)
+    out = []
+    for job_id, worker_id, host, losses, max_attempts in conn.execute(stale).all():
+        lost = losses + 1
+        why = f"lost: owner {worker_id} on {host} stopped heartbeating (loss {lost}/{max_attempts})"
+        if lost >= max_attempts:
+            new = Status.ERR_RUN
+            changes: dict[str, Any] = {"error": why, "finished_at": db_now()}
+        else:
+            new = Status.START
+            changes = {"priority": RESTART_PRIORITY, "worker_id": None}
+        conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == Status.RUNNING)
+            .values(status=new, losses=lost, updated_at=db_now(), **changes)
+        )
+        add_events(conn, "lost", [job_id], worker_id=by_worker, detail=f"{why}; now {new.name}")
+        out.append(Rescued(job_id, worker_id, new))
+    return out

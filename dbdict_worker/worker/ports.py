@@ -1,0 +1,78 @@
+"""What the worker daemon needs from outside itself, named: the store calls it makes and the
+run of one job. :class:`~dbdict_worker.store.Store` and
+:class:`~dbdict_worker.job.jobrun.JobRun` are the real ones; a test may pass its own (a job
+that ends when the test says so, for instance)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+from dbdict_worker.constants import RESTART_PRIORITY, Status
+from dbdict_worker.db.connect import OutageWatcher, Target
+from dbdict_worker.job.forkserver import ForkServer
+from dbdict_worker.job.jobrun import RunResult
+from dbdict_worker.job.process import JobSpec
+from dbdict_worker.job.sync import Syncer
+from dbdict_worker.store import Booking, Rescued, Token
+
+
+@runtime_checkable
+class QueueStore(Protocol):
+    """Every store call the worker daemon makes."""
+
+    #: Where the database is: the LISTEN connection's URL, the name in local workdir paths.
+    target: Target
+
+    def with_retry(self, seconds: float, *,
+                   watcher: OutageWatcher | None = None) -> "QueueStore":
+        """The same store, each call retrying for ``seconds`` and reporting to ``watcher``."""
+
+    def register_worker(self, worker_id: str, host: str, pid: int, slots: int,
+                        tables: Sequence[str] | None) -> None: ...
+
+    def worker_beat(self, worker_id: str, state: str,
+                    tokens: Sequence[Token]) -> tuple[bool, set[int]]:
+        """Heartbeat of the worker and its jobs: (drain requested?, ids still owned)."""
+
+    def set_worker_state(self, worker_id: str, state: str) -> None: ...
+
+    def book(self, worker_id: str, host: str, *, tables: Sequence[str] | None = None,
+             n: int = 1) -> list[Booking]: ...
+
+    def save_state(self, token: Token, flat: Mapping[str, Any]) -> None:
+        """Raises LostOwnership when the token no longer owns the job (so do the next two)."""
+
+    def finish(self, token: Token, status: Status, *, state: Mapping[str, Any] | None = None,
+               error: str | None = None, workdir: str | None = None) -> None: ...
+
+    def requeue_job(self, token: Token, *, priority: float = RESTART_PRIORITY,
+                    state: Mapping[str, Any] | None = None, reason: str = "incomplete",
+                    workdir: str | None = None) -> None: ...
+
+    def requeue_stale(self, lease_seconds: float, *,
+                      by_worker: str | None = None) -> list[Rescued]:
+        """Requeue the jobs of workers that stopped heartbeating."""
+
+
+class RunsJob(Protocol):
+    """One job's run, as a slot drives it: ``run()`` blocks in the slot's thread until the job
+    has ended; the other two may be called from any thread."""
+
+    @property
+    def abandoned(self) -> bool: ...
+
+    def run(self) -> RunResult: ...
+
+    def request_stop(self) -> None:
+        """Stop the job (it gets its grace); a second call kills it."""
+
+    def abandon(self) -> None:
+        """Kill the job at once and push nothing: it is no longer ours."""
+
+
+class JobRunFactory(Protocol):
+    """Makes the run of a booked job (``JobRun`` is one); ``on_save`` is called in the thread
+    that calls ``run()``, with each state the job saves."""
+
+    def __call__(self, spec: JobSpec, *, syncer: Syncer | None, grace: float,
+                 forkserver: ForkServer | None,
+                 on_save: Callable[[dict[str, Any]], None]) -> RunsJob: ...

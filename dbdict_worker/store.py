@@ -17,6 +17,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence, Typ
 from dbdict_worker import state as statemod
 from dbdict_worker.constants import (
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_RESTARTS,
     DEFAULT_PRIORITY,
     DEFAULT_TABLE,
     RESTART_PRIORITY,
@@ -37,6 +38,7 @@ from dbdict_worker.db.models import (
     WorkerRow,
 )
 from dbdict_worker.errors import LostOwnership, NotFound, UsageError
+from dbdict_worker.names import check_table_name
 
 log = logging.getLogger("dbdict_worker")
 
@@ -154,6 +156,13 @@ class Store:
             raise NotFound(f"no table {missing[0]!r} in {self.where} (tables: {existing})")
         return tuple(found[n] for n in names)
 
+    def _existing_table_ids(self, conn: Connection,
+                            names: Sequence[str] | None) -> tuple[int, ...] | None:
+        if names is None:
+            return None
+        found = queries.table_ids(conn, names)
+        return tuple(found[n] for n in names if n in found)
+
     def _tables_arg(self, tables: Sequence[str] | str | None) -> list[str] | None:
         if isinstance(tables, str):
             return [tables]
@@ -181,13 +190,15 @@ class Store:
     def enqueue(self, experiment: str, states: Iterable[Mapping[str, Any]], *,
                 table: str | None = None, priority: float = DEFAULT_PRIORITY,
                 force: bool = False, repeat: int = 1, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                max_restarts: int = DEFAULT_MAX_RESTARTS,
                 progress: Callable[[int], None] | None = None) -> EnqueueResult:
         """Add one job per state (times ``repeat``) in one transaction.
 
         States are flat (dotted keys) or nested mappings; each is checked (types, reserved
         ``dbdict.*`` keys), and one bad state anywhere rolls the whole enqueue back. A job
         equal to an existing one (same table, experiment, parameters and repeat index) is
-        skipped unless ``force``.
+        skipped unless ``force``. ``max_restarts``: how many INCOMPLETE returns in a row
+        without new progress a job may make before it ends ERR_RUN.
         ``progress(n)`` is called after each batch with the number of jobs handled so far.
         """
         if not experiment or not isinstance(experiment, str):
@@ -196,7 +207,9 @@ class Store:
             raise UsageError("--repeat must be at least 1")
         if max_attempts < 1:
             raise UsageError("max_attempts must be at least 1")
-        table = table or self.table or DEFAULT_TABLE
+        if max_restarts < 0:
+            raise UsageError("max_restarts must be at least 0")
+        table = check_table_name(table or self.table or DEFAULT_TABLE)
         states = list(states)
         dialect = self.engine.dialect.name
 
@@ -213,7 +226,8 @@ class Store:
         def store(conn: Connection, table_id: int, items: list) -> tuple[list[int], int]:
             return queue.insert_jobs(conn, table_id=table_id, experiment=experiment,
                                      items=items, priority=float(priority),
-                                     max_attempts=max_attempts, force=force)
+                                     max_attempts=max_attempts, max_restarts=max_restarts,
+                                     force=force)
 
         def run(conn: Connection) -> EnqueueResult:
             table_id = queue.ensure_table(conn, table)
@@ -368,17 +382,34 @@ class Store:
     # ---------------------------------------------------------------------------------------
     # The queue core (used by the worker)
 
+    def next_due(self, *, tables: Sequence[str] | None = None) -> float | None:
+        """Seconds until the first job waiting out a restart delay (in ``tables``) may be
+        booked, by the database clock; None when no job waits."""
+        names = self._tables_arg(tables)
+
+        def run(conn: Connection) -> float | None:
+            ids = None if names is None else tuple(queries.table_ids(conn, names).values())
+            return queue.next_due(conn, ids)
+        return self.transaction(run)
+
     def book(self, worker_id: str, host: str, *, tables: Sequence[str] | None = None,
-             n: int = 1) -> list[Booking]:
-        """Book up to ``n`` ready jobs (priority DESC, id ASC) in one statement."""
+             n: int = 1, missing_ok: bool = False) -> list[Booking]:
+        """Book up to ``n`` ready jobs (priority DESC, id ASC) in one statement. A table that
+        does not exist is NotFound, or with ``missing_ok`` has nothing to book yet."""
         names = self._tables_arg(tables)
 
         def run(conn: Connection) -> list[Booking]:
-            # Table ids never change: look them up once per store, not once per booking.
+            # Table ids never change: look them up once per store, not once per booking (but
+            # again while some do not exist yet, until they all do).
             key = tuple(names) if names is not None else None
+            ids = self._booking_tables.get(key, ())
             if key not in self._booking_tables:
-                self._booking_tables[key] = self._table_ids(conn, names)
-            ids = self._booking_tables[key]
+                ids = self._existing_table_ids(conn, names) if missing_ok \
+                    else self._table_ids(conn, names)
+                if ids is None or names is None or len(ids) == len(names):
+                    self._booking_tables[key] = ids
+            if ids == ():
+                return []
             booked = queue.book(conn, worker_id=worker_id, host=host, table_ids=ids, n=n)
             return [Booking(j, Token(j.id, worker_id, j.attempts), st) for j, st in booked]
         return self.transaction(run)
@@ -412,26 +443,34 @@ class Store:
 
     def requeue_job(self, token: Token, *, priority: float = RESTART_PRIORITY,
                     state: Mapping[str, Any] | None = None, reason: str = "incomplete",
-                    workdir: str | None = None) -> None:
-        """Give an owned job back to the queue (INCOMPLETE or stopped), at ``priority``."""
+                    workdir: str | None = None, delay: float = 0.0,
+                    restarts: int | None = None) -> None:
+        """Give an owned job back to the queue (INCOMPLETE or stopped), at ``priority``,
+        bookable ``delay`` seconds from now (database clock), its count of INCOMPLETE returns
+        without progress set to ``restarts`` (None keeps it)."""
         self._release(token, Status.START, state=state, error=None, workdir=workdir,
-                      priority=priority, what="requeue", reason=reason)
+                      priority=priority, what="requeue", reason=reason, delay=delay,
+                      restarts=restarts)
 
     def _release(self, token: Token, status: Status, *, state: Mapping[str, Any] | None,
                  error: str | None, workdir: str | None, priority: float | None, what: str,
-                 reason: str | None = None) -> None:
+                 reason: str | None = None, delay: float = 0.0,
+                 restarts: int | None = None) -> None:
         clean = _user_state(state) if state is not None else None
 
         detail = status.name if reason is None else f"{status.name}: {reason}"
         if error:
             detail += f": {error}"
+        if delay > 0:
+            detail += f"; not before now + {delay:.3g} s"
         event = ("finished" if status != Status.START else "requeued", detail)
 
         def run(conn: Connection) -> bool:
             # Ownership first (the row stays locked to the end of the transaction), then the
             # state, so a lost job's state is never touched.
             if not queue.release_owned(conn, token, status, priority=priority, error=error,
-                                       workdir=workdir, event=event):
+                                       workdir=workdir, event=event, delay=delay,
+                                       restarts=restarts):
                 return False
             if clean is not None:
                 queue.replace_state(conn, token.job_id, clean)
@@ -439,6 +478,17 @@ class Store:
                 workerq.notify(conn, workerq.JOBS_CHANNEL)
             return True
         self._owned_write(token, what, run)
+
+    def unbook(self, token: Token, reason: str) -> None:
+        """Give back a booked job that never started because the worker's own environment
+        failed (not the job's fault): START again, its attempt not counted, an ``unbooked``
+        event with ``reason``; LostOwnership if not owned."""
+        def run(conn: Connection) -> bool:
+            if not queue.unbook_owned(conn, token, reason):
+                return False
+            workerq.notify(conn, workerq.JOBS_CHANNEL)
+            return True
+        self._owned_write(token, "unbook", run)
 
     def heartbeat(self, worker_id: str, tokens: Sequence[Token]) -> set[int]:
         """Refresh the jobs' heartbeats; returns the ids still owned."""
@@ -448,13 +498,15 @@ class Store:
     # Workers
 
     def register_worker(self, worker_id: str, host: str, pid: int, slots: int,
-                        tables: Sequence[str] | None) -> None:
-        """Record a starting worker (its tables must exist)."""
-        def run(conn: Connection) -> None:
-            self._table_ids(conn, tables)
+                        tables: Sequence[str] | None) -> list[str]:
+        """Record a starting worker; returns those of its tables that do not exist yet (a
+        worker may start before the first enqueue)."""
+        def run(conn: Connection) -> list[str]:
+            found = queries.table_ids(conn, tables) if tables else {}
             workerq.register(conn, worker_id=worker_id, host=host, pid=pid, slots=slots,
                              tables=tables)
-        self.transaction(run)
+            return [t for t in tables or () if t not in found]
+        return self.transaction(run)
 
     def worker_beat(self, worker_id: str, state: str,
                     tokens: Sequence[Token]) -> tuple[bool, set[int]]:

@@ -12,8 +12,10 @@ from dbdict_worker import params as paramsmod
 from dbdict_worker import state as statemod
 from dbdict_worker.job.cmdexp import CommandTemplate
 from dbdict_worker.cli.common import db_options, handle_errors, log, open_store
-from dbdict_worker.constants import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_TABLE
+from dbdict_worker.constants import (DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RESTARTS, DEFAULT_PRIORITY,
+                                     DEFAULT_TABLE)
 from dbdict_worker.errors import ResolveError, UsageError
+from dbdict_worker.names import check_table_name
 
 #: Show a progress bar (on a terminal) from this many jobs on.
 PROGRESS_FROM = 2000
@@ -71,6 +73,11 @@ def check_experiment(experiment: str) -> str | None:
               help="Enqueue each combination N times (state.dbdict.replica is 0..N-1).")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=DEFAULT_MAX_ATTEMPTS,
               show_default=True, help="Losses (dead workers) tolerated before ERR_RUN.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=DEFAULT_MAX_RESTARTS,
+              show_default=True,
+              help="INCOMPLETE returns in a row without new progress (no change to the state) "
+                   "tolerated before ERR_RUN; after each, the job waits longer before it "
+                   "runs again.")
 @click.option("--dry-run", is_flag=True, help="Print the jobs; write nothing.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"created": [ids], "skipped": N}.')
@@ -78,8 +85,8 @@ def check_experiment(experiment: str) -> str | None:
 @handle_errors
 def main(experiment: str | None, params: tuple[str, ...], command: str | None, shell: bool,
          priority: float, force: bool,
-         sweep_file: str | None, repeat: int, max_attempts: int, dry_run: bool, as_json: bool,
-         db: str | None, table: str | None, debug: bool) -> None:
+         sweep_file: str | None, repeat: int, max_attempts: int, max_restarts: int,
+         dry_run: bool, as_json: bool, db: str | None, table: str | None, debug: bool) -> None:
     """Add one job per parameter combination to the queue.
 
     EXPERIMENT is a dotted path to a function experiment(state, channel) (omit it with
@@ -93,6 +100,8 @@ def main(experiment: str | None, params: tuple[str, ...], command: str | None, s
       dbdict-enqueue mypkg.train.run base.conf --sweep grid.toml --repeat 3
       dbdict-enqueue --cmd 'python train.py --lr {lr} --out {workdir}' 'lr={{0.1,0.01}}'
     """
+    if table is not None:
+        check_table_name(table)  # refused before anything is parsed, dry run included
     if command is not None:
         # With --cmd every positional argument is a parameter.
         params = ((experiment,) if experiment is not None else ()) + params
@@ -134,7 +143,7 @@ def main(experiment: str | None, params: tuple[str, ...], command: str | None, s
 
             result = store.enqueue(experiment, states, priority=priority, force=force,
                                    repeat=repeat, max_attempts=max_attempts,
-                                   progress=progress)
+                                   max_restarts=max_restarts, progress=progress)
     if note:
         log.info(note)
     if as_json:

@@ -108,6 +108,8 @@ def show(job_id: int, as_json: bool, db: str | None, table: str | None, debug: b
         history = store.events(job_id)
     if as_json:
         rec = job_record(job, state)
+        rec.update(restarts=job.restarts, max_restarts=job.max_restarts,
+                   not_before=job.not_before.isoformat() if job.not_before else None)
         rec["events"] = [{"at": e.at.isoformat() if e.at else None, "kind": e.kind,
                           "worker": e.worker_id, "detail": e.detail} for e in history]
         click.echo(json.dumps(rec, indent=1, allow_nan=True, ensure_ascii=False))
@@ -116,6 +118,11 @@ def show(job_id: int, as_json: bool, db: str | None, table: str | None, debug: b
         click.echo(f"{key} = {format_value(value)}")
     for key, value in reserved(job).items():
         click.echo(f"{key} = {format_value(value)}")
+    if job.restarts:
+        click.echo(f"restarts: {job.restarts} INCOMPLETE in a row without new progress "
+                   f"(at most {job.max_restarts})")
+    if job.not_before is not None and job.status == Status.START:
+        click.echo(f"not before: {job.not_before.strftime('%Y-%m-%d %H:%M:%S')} UTC")
     if history:
         click.echo("history:")
         for e in history:

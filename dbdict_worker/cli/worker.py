@@ -12,6 +12,7 @@ import click
 from dbdict_worker.cli.common import db_options, handle_errors, open_store
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import UsageError
+from dbdict_worker.names import check_table_name
 from dbdict_worker.signals import handling, same_handler
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -89,13 +90,26 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
                                                 "poolers that drop LISTEN); poll instead.")
 @click.option("--poll-interval", type=click.FloatRange(min=0.05), metavar="SECONDS",
               help="Seconds between polls for jobs (default 1 without LISTEN, 30 with it).")
+@click.option("--max-env-failures", "env_failure_limit", type=click.IntRange(min=1),
+              envvar="DBDICT_MAX_ENV_FAILURES", default=5, show_default=True,
+              help="Failures of this machine's own environment in a row (workdir base "
+                   "read-only or full, exproot not mounted, rsync missing) before the worker "
+                   "exits 3; each such job goes back to the queue uncounted, and booking "
+                   "pauses 2, 4, 8... s in between (env DBDICT_MAX_ENV_FAILURES).")
 @click.option("--debug", is_flag=True, help="Debug logging and tracebacks.")
 @handle_errors
 def start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartbeat, lease,
-          workdir_base, poll_only, poll_interval, debug) -> None:
+          workdir_base, poll_only, poll_interval, env_failure_limit, debug) -> None:
     """Run the worker daemon: book jobs, run each in its own process, save their states,
     requeue what is stopped. SIGTERM/SIGINT: stop (jobs get --grace seconds to save; a second
-    signal kills them); SIGUSR1: drain. Exits 0 when stopped, drained, empty or done."""
+    signal kills them); SIGUSR1: drain. A table that does not exist yet is waited for
+    (--until-empty: exits 0, as for an empty table). A job whose data cannot be run (a table
+    name that cannot be a directory) ends ERR_START; the worker goes on.
+
+    \b
+    Exit codes: 0 stopped, drained, empty or done; 1 database unreachable at start;
+    2 bad options; 3 this machine cannot start jobs (see --max-env-failures and the
+    state shown by `dbdict-worker status`)."""
     _hide_password_from_ps(db)
     # Until the supervisor's own handlers are in place (opening the store may wait a minute
     # for the database), a stop simply means: do not start.
@@ -105,7 +119,8 @@ def start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartb
     try:
         with handling(same_handler((signal.SIGTERM, signal.SIGINT), stop_before_start)):
             code = _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace,
-                          heartbeat, lease, workdir_base, poll_only, poll_interval)
+                          heartbeat, lease, workdir_base, poll_only, poll_interval,
+                          env_failure_limit)
     except _StopBeforeStart:
         logging.getLogger("dbdict_worker.worker").info("stopped before it started")
         code = 0
@@ -117,12 +132,14 @@ class _StopBeforeStart(Exception):
 
 
 def _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartbeat, lease,
-           workdir_base, poll_only, poll_interval) -> int:
+           workdir_base, poll_only, poll_interval, env_failure_limit) -> int:
     from dbdict_worker.db.connect import retry_seconds_from_env
     from dbdict_worker.store import Store
     from dbdict_worker.worker.supervisor import Supervisor, WorkerConfig
 
     table_list = _split(tables) or _split((os.environ.get("DBDICT_TABLE", ""),))
+    for name in table_list or ():
+        check_table_name(name)
     gpu_list = _split((gpus,)) if gpus else None
     if lease <= heartbeat:
         raise UsageError(f"--lease ({lease:g}s) must be longer than --heartbeat "
@@ -130,7 +147,8 @@ def _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heart
     config = WorkerConfig(tables=table_list, exproot=exproot, slots=slots, gpus=gpu_list,
                           max_jobs=max_jobs, until_empty=until_empty, grace=grace,
                           heartbeat=heartbeat, lease=lease, workdir_base=workdir_base,
-                          poll_only=poll_only, poll_interval=poll_interval)
+                          poll_only=poll_only, poll_interval=poll_interval,
+                          env_failure_limit=env_failure_limit)
     store = Store.open(db, retry_seconds=retry_seconds_from_env(START_RETRY_SECONDS))
     supervisor = Supervisor(store, config)
     try:
@@ -183,8 +201,12 @@ def status(as_json, include_stopped, db, table, debug) -> None:
     click.echo(f"{'worker':<36} {'pid':>7} {'slots':>5} {'state':<9} {'beat':>6}  jobs")
     for w in rows:
         age = f"{w.heartbeat_age:.0f}s" if w.heartbeat_age is not None else "?"
-        click.echo(f"{w.id[:36]:<36} {w.pid:>7} {w.slots:>5} {w.state:<9} {age:>6}  "
+        # A state with a reason ("degraded: workdir base ... read-only") gets a line of its own.
+        state, _, why = w.state.partition(": ")
+        click.echo(f"{w.id[:36]:<36} {w.pid:>7} {w.slots:>5} {state:<9} {age:>6}  "
                    + " ".join(map(str, w.job_ids)))
+        if why:
+            click.echo(f"    {state}: {why}")
     if not rows:
         click.echo("(no workers)")
     click.echo("jobs: " + ", ".join(f"{s.name} {totals[s.name]}" for s in Status

@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from dbdict_worker.constants import Status
+from dbdict_worker.constants import DEFAULT_MAX_RESTARTS, Status
 from dbdict_worker.db.schema import job_tables, jobs
 
 
@@ -34,6 +34,11 @@ class Job:
     host: str | None
     workdir: str | None
     error: str | None
+    #: INCOMPLETE returns in a row without new progress, and how many are allowed.
+    restarts: int = 0
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    #: A waiting job is not booked before this time (None: ready now).
+    not_before: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,9 @@ JOB_COLUMNS = (
     jobs.c.host,
     jobs.c.workdir,
     jobs.c.error,
+    jobs.c.restarts,
+    jobs.c.max_restarts,
+    jobs.c.not_before,
 )
 
 
@@ -148,6 +156,6 @@ def job_from_row(row: Sequence[Any]) -> Job:
     """A :class:`Job` from a row of :data:`JOB_COLUMNS`."""
     r = list(row)
     r[3] = Status(r[3])
-    for i in range(9, 14):
+    for i in (*range(9, 14), 20):
         r[i] = utc(r[i])
     return Job(*r)

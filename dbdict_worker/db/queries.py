@@ -207,10 +207,11 @@ def cancel(conn: Connection, sel: Selection) -> list[int]:
 
 
 def requeue(conn: Connection, sel: Selection, *, priority: float | None = None) -> list[int]:
-    """Put finished, failed or cancelled jobs back to START (their loss count restarts)."""
+    """Put finished, failed or cancelled jobs back to START, ready now (their loss and
+    restart counts start again)."""
     vals: dict[str, Any] = {
         "status": Status.START, "losses": 0, "error": None, "worker_id": None,
-        "finished_at": None, "heartbeat_at": None,
+        "finished_at": None, "heartbeat_at": None, "restarts": 0, "not_before": None,
     }
     if priority is not None:
         vals["priority"] = priority

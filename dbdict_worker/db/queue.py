@@ -21,11 +21,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from dbdict_worker.constants import RESTART_PRIORITY, Status
+from dbdict_worker.constants import DEFAULT_MAX_RESTARTS, RESTART_PRIORITY, Status
 from dbdict_worker.db import values
-from dbdict_worker.db.models import JOB_COLUMNS, Job, Rescued, Selection, Token, job_from_row
+from dbdict_worker.db.models import (JOB_COLUMNS, Job, Rescued, Selection, Token, job_from_row,
+                                     utc)
 from dbdict_worker.db.queries import add_events, select_jobs, select_state
-from dbdict_worker.db.schema import db_ago, db_now, events, job_tables, jobs, state
+from dbdict_worker.db.schema import db_ago, db_later, db_now, events, job_tables, jobs, state
 
 SQLITE = "sqlite"
 
@@ -135,8 +136,9 @@ def insert_state(conn: Connection, payloads: Sequence[tuple[int, StatePayload]])
 
 # PostgreSQL: one statement per batch, the rows travel as two arrays, not as bound rows.
 _INSERT_JOBS_POSTGRESQL = sa.text("""
-    INSERT INTO jobs (table_id, experiment, priority, max_attempts, params_hash, replica, dedup)
-    SELECT :table_id, :experiment, :priority, :max_attempts, u.h, u.r, :dedup
+    INSERT INTO jobs (table_id, experiment, priority, max_attempts, max_restarts, params_hash,
+                      replica, dedup)
+    SELECT :table_id, :experiment, :priority, :max_attempts, :max_restarts, u.h, u.r, :dedup
     FROM unnest(CAST(:hashes AS text[]), CAST(:replicas AS integer[])) AS u(h, r)
     ON CONFLICT (table_id, experiment, params_hash, replica) WHERE dedup DO NOTHING
     RETURNING id, params_hash, replica
@@ -170,6 +172,7 @@ def insert_jobs(
     items: Sequence[tuple[str, int, StatePayload]],
     priority: float,
     max_attempts: int,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
     force: bool,
 ) -> tuple[list[int], int]:
     """Insert jobs given as ``(params_hash, replica, state payload)`` (see
@@ -183,7 +186,7 @@ def insert_jobs(
     if not items:
         return [], 0
     base = {"table_id": table_id, "experiment": experiment, "priority": priority,
-            "max_attempts": max_attempts}
+            "max_attempts": max_attempts, "max_restarts": max_restarts}
     # Rows are matched back to items by (hash, replica): equal keys mean equal states, so
     # which of several equal items gets which id does not matter.
     made: dict[tuple[str, int], list[int]] = {}
@@ -217,9 +220,16 @@ def insert_jobs(
 # Booking
 
 
+def _due() -> sa.ColumnElement[bool]:
+    """A START job's ``not_before`` has come (or it has none)."""
+    return sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= db_now())
+
+
 def _pick(with_tables: bool) -> sa.Select:
     """The ready jobs to book, in booking order (the order of the ``jobs_ready*`` indexes)."""
-    ready = [jobs.c.status == Status.START]
+    # A job waiting out its restart delay stays in the ready indexes; the scan in index order
+    # steps over it (such jobs are few), so neither index needs the time.
+    ready = [jobs.c.status == Status.START, _due()]
     if with_tables:
         ready.append(jobs.c.table_id.in_(sa.bindparam("table_ids", expanding=True)))
     return (sa.select(jobs.c.id).where(*ready)
@@ -233,7 +243,7 @@ def booking_statements(dialect: str, with_tables: bool) -> tuple[sa.Executable, 
     booked_values = dict(
         status=Status.RUNNING, attempts=jobs.c.attempts + 1, worker_id=sa.bindparam("new_worker"),
         host=sa.bindparam("new_host"), booked_at=db_now(), heartbeat_at=db_now(),
-        updated_at=db_now(), finished_at=sa.null(), error=sa.null())
+        updated_at=db_now(), finished_at=sa.null(), error=sa.null(), not_before=sa.null())
     if dialect == SQLITE:
         # One writer at a time: no row lock to skip. The UPDATE returns the booked ids, then
         # one event per id (executemany of ``booked_id``); the rows are read back after.
@@ -261,6 +271,19 @@ def booking_statements(dialect: str, with_tables: bool) -> tuple[sa.Executable, 
     return (sa.select(*columns, state_json)
             .select_from(updated.join(job_tables, job_tables.c.id == updated.c.table_id))
             .add_cte(logged),)
+
+
+def next_due(conn: Connection, table_ids: Sequence[int] | None) -> float | None:
+    """Seconds until the first START job waiting out a restart delay (among ``table_ids``,
+    all tables when None) may be booked, by the database clock; None when no job waits."""
+    waiting = [jobs.c.status == Status.START, jobs.c.not_before > db_now()]
+    if table_ids is not None:
+        waiting.append(jobs.c.table_id.in_(list(table_ids)))
+    first, now = conn.execute(
+        sa.select(sa.func.min(jobs.c.not_before), db_now()).where(*waiting)).one()
+    if first is None:
+        return None
+    return max(0.0, (utc(first) - utc(now)).total_seconds())
 
 
 def book(conn: Connection, *, worker_id: str, host: str, table_ids: Sequence[int] | None,
@@ -319,8 +342,10 @@ def release_statements(dialect: str, requeue: bool,
                        with_workdir: bool) -> tuple[sa.Executable, ...]:
     """The statements a release sends, built once: a final status, or START again when
     ``requeue``. Bind parameters: the owner (``own_worker``, ``own_id``, ``own_attempt``),
-    the new values (``new_status``, ``new_error``, ``new_workdir`` when ``with_workdir``,
-    ``new_priority`` when ``requeue``) and the event (``event_kind``, ``event_detail``)."""
+    the new values (``new_status``, ``new_error``, ``new_workdir`` when ``with_workdir``;
+    when ``requeue``: ``new_priority``, ``new_delay`` in seconds, 0 for none, and
+    ``new_restarts``, None to keep the count) and the event (``event_kind``,
+    ``event_detail``)."""
     # Bind names differ from column names: in an UPDATE or INSERT, a parameter named like a
     # column is taken as that column's new value.
     changes: dict[str, Any] = dict(status=sa.bindparam("new_status"),
@@ -329,7 +354,12 @@ def release_statements(dialect: str, requeue: bool,
     if with_workdir:
         changes["workdir"] = sa.bindparam("new_workdir")
     if requeue:
-        changes.update(priority=sa.bindparam("new_priority"), worker_id=sa.null())
+        delay = sa.bindparam("new_delay", type_=sa.Float())
+        changes.update(priority=sa.bindparam("new_priority"), worker_id=sa.null(),
+                       not_before=sa.case((delay > sa.literal_column("0"), db_later(delay)),
+                                          else_=sa.null()),
+                       restarts=sa.func.coalesce(sa.bindparam("new_restarts", type_=sa.Integer()),
+                                                 jobs.c.restarts))
     else:
         changes["finished_at"] = db_now()
     release = sa.update(jobs).where(_owned_by_binds()).values(**changes)
@@ -348,10 +378,12 @@ def release_statements(dialect: str, requeue: bool,
 
 
 def release_owned(conn: Connection, token: Token, status: Status, *, priority: float | None,
-                  error: str | None, workdir: str | None, event: tuple[str, str]) -> bool:
+                  error: str | None, workdir: str | None, event: tuple[str, str],
+                  delay: float = 0.0, restarts: int | None = None) -> bool:
     """End the owner's booking: a final status, or START again (requeue, at ``priority`` or
-    RESTART_PRIORITY), and log ``event`` (kind, detail). Conditional on ownership; returns
-    False when it was lost."""
+    RESTART_PRIORITY, bookable ``delay`` seconds from now by the database clock, with the
+    restart count set to ``restarts`` unless None), and log ``event`` (kind, detail).
+    Conditional on ownership; returns False when it was lost."""
     requeue = status == Status.START
     kind, detail = event
     params = dict(_token_params(token), new_status=status, new_error=error,
@@ -359,7 +391,8 @@ def release_owned(conn: Connection, token: Token, status: Status, *, priority: f
     if workdir is not None:
         params["new_workdir"] = workdir
     if requeue:
-        params["new_priority"] = RESTART_PRIORITY if priority is None else priority
+        params.update(new_priority=RESTART_PRIORITY if priority is None else priority,
+                      new_delay=max(0.0, float(delay)), new_restarts=restarts)
     statements = release_statements(conn.dialect.name, requeue, workdir is not None)
     if conn.dialect.name == SQLITE:
         release, logging = statements
@@ -369,6 +402,21 @@ def release_owned(conn: Connection, token: Token, status: Status, *, priority: f
         return True
     (release,) = statements
     return conn.execute(release, params).first() is not None
+
+
+def unbook_owned(conn: Connection, token: Token, reason: str) -> bool:
+    """Undo the owner's booking as if it had not happened: START again at the same priority,
+    the attempt it counted taken back, and an ``unbooked`` event saying why. For a job that
+    never started because the worker's own machine could not run it. Conditional on
+    ownership; returns False when it was lost."""
+    undone = conn.execute(
+        sa.update(jobs).where(owned(token.worker_id, [(token.job_id, token.attempt)]))
+        .values(status=Status.START, attempts=jobs.c.attempts - 1, worker_id=sa.null(),
+                heartbeat_at=sa.null(), booked_at=sa.null(), updated_at=db_now())
+    ).rowcount == 1
+    if undone:
+        add_events(conn, "unbooked", [token.job_id], worker_id=token.worker_id, detail=reason)
+    return undone
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,10 +438,16 @@ def heartbeat(conn: Connection, worker_id: str, tokens: Sequence[Token]) -> set[
 def requeue_stale(conn: Connection, *, lease_seconds: float,
                   by_worker: str | None = None) -> list[Rescued]:
     """Requeue RUNNING jobs whose heartbeat is older than the lease, at RESTART_PRIORITY,
-    counting a loss; a job lost ``max_attempts`` times becomes ERR_RUN instead."""
+    counting a loss; a job lost ``max_attempts`` times becomes ERR_RUN instead.
+
+    On PostgreSQL a heartbeat is never older than the server's start: after a restart, every
+    owner gets a whole lease to reach the server again and renew before its jobs are stale."""
+    last_beat: sa.ColumnElement[Any] = jobs.c.heartbeat_at
+    if conn.dialect.name != SQLITE:
+        last_beat = sa.func.greatest(last_beat, sa.func.pg_postmaster_start_time())
     stale = (
         sa.select(jobs.c.id, jobs.c.worker_id, jobs.c.host, jobs.c.losses, jobs.c.max_attempts)
-        .where(jobs.c.status == Status.RUNNING, jobs.c.heartbeat_at < db_ago(lease_seconds))
+        .where(jobs.c.status == Status.RUNNING, last_beat < db_ago(lease_seconds))
         .order_by(jobs.c.id)
     )
     if conn.dialect.name != SQLITE:  # SQLite: one writer at a time, no row lock to skip

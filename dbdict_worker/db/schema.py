@@ -12,8 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+from dbdict_worker.constants import DEFAULT_MAX_RESTARTS
+
 #: The alembic revision this code expects (a test checks it is the migrations' head).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 #: Our own alembic version table, so we never collide with an application's ``alembic_version``.
 VERSION_TABLE = "dbdict_schema_version"
 
@@ -57,15 +59,28 @@ class db_ago(FunctionElement):
     inherit_cache = True
 
 
-@compiles(db_ago)
-def _ago_default(element, compiler, **kw):  # noqa: ANN001
-    return "(now() - make_interval(secs => %s))" % compiler.process(element.clauses, **kw)
+class db_later(FunctionElement):
+    """The database clock plus a number of seconds (one argument)."""
+
+    type = sa.DateTime(timezone=True)
+    inherit_cache = True
 
 
-@compiles(db_ago, "sqlite")
-def _ago_sqlite(element, compiler, **kw):  # noqa: ANN001
-    arg = compiler.process(element.clauses, **kw)
-    return "strftime('%%Y-%%m-%%d %%H:%%M:%%f000', 'now', printf('-%%f seconds', %s))" % arg
+def _compile_clock_offset(cls: type, sign: str) -> None:
+    """Compile ``cls(seconds)`` as the database clock ``sign`` (+ or -) that many seconds."""
+    @compiles(cls)
+    def _default(element, compiler, **kw):  # noqa: ANN001
+        seconds = compiler.process(element.clauses, **kw)
+        return f"(now() {sign} make_interval(secs => {seconds}))"
+
+    @compiles(cls, "sqlite")
+    def _sqlite(element, compiler, **kw):  # noqa: ANN001
+        seconds = compiler.process(element.clauses, **kw)
+        return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('{sign}%f seconds', {seconds}))"
+
+
+_compile_clock_offset(db_ago, "-")
+_compile_clock_offset(db_later, "+")
 
 
 job_tables = sa.Table(
@@ -103,6 +118,13 @@ jobs = sa.Table(
     sa.Column("host", sa.Text),
     sa.Column("workdir", sa.Text),
     sa.Column("error", sa.Text),
+    # restarts counts the INCOMPLETE returns in a row without new progress, which
+    # max_restarts bounds; each such return puts the job back with not_before set (NULL:
+    # ready now). Booking skips jobs whose not_before is still ahead, and clears it.
+    sa.Column("not_before", Time),
+    sa.Column("restarts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_restarts", sa.Integer, nullable=False,
+              server_default=str(DEFAULT_MAX_RESTARTS)),
 )
 
 # Booking reads these, ordered exactly like the booking query; they hold only ready jobs.

@@ -22,6 +22,9 @@ JOBS_CHANNEL = "dbdict_jobs"
 CONTROL_CHANNEL = "dbdict_control"
 
 RUNNING, DRAINING, STOPPING, STOPPED = "running", "draining", "stopping", "stopped"
+#: A running worker that books nothing for a while because its own environment fails; its
+#: state is ``degraded: <why>``.
+DEGRADED = "degraded"
 
 
 def notify(conn: Connection, channel: str, payload: str = "") -> None:
@@ -62,7 +65,7 @@ def set_state(conn: Connection, worker_id: str, state: str) -> None:
 def request_drain(conn: Connection, *, worker_id: str | None = None,
                   host: str | None = None) -> list[str]:
     """Ask running workers (one, those of a host, or all) to drain; returns their ids."""
-    cond = [workers.c.state == RUNNING]
+    cond = [sa.or_(workers.c.state == RUNNING, workers.c.state.startswith(DEGRADED + ":"))]
     if worker_id is not None:
         cond.append(workers.c.id == worker_id)
     if host is not None:

@@ -84,6 +84,7 @@ class ForkServer:
         self._early_exits: dict[int, int] = {}
         self._replies: list[dict[str, Any]] = []
         self._reply = threading.Condition(self._lock)
+        self._spawning = threading.Lock()
         self._reader: threading.Thread | None = None
 
     def _start(self) -> None:
@@ -110,12 +111,15 @@ class ForkServer:
         request = json.dumps({"spec": spec_path, "cwd": cwd, "env": dict(env),
                               "stdout": stdout_fd is not None,
                               "stderr": stderr_fd is not None}).encode()
-        with self._lock:
+        # One request at a time, up to its reply: replies name no request, and waiting on the
+        # condition lets the lock go, so another spawn() could otherwise take this one's pid.
+        with self._spawning, self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 if self._proc is not None:
                     log.warning("the fork server died: starting a new one")
                 self._start()
             assert self._sock is not None
+            self._replies.clear()  # a reply that came after its spawn() gave up
             socket.send_fds(self._sock, [request], fds)
             while not self._replies:
                 if not self._reply.wait(timeout=30):

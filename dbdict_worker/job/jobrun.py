@@ -15,9 +15,18 @@ local workdir is kept, its path is in the error, and ``RunResult.pushed`` is Fal
 removes the local workdir only when it is True). ``on_save`` runs in the thread that called
 ``run()``: keep it short (queue the database write) and do not let it raise (if it does, the
 job is killed and the exception propagates).
+
+With a syncer, the workdir is pushed at save points while the experiment waits (the first
+save point at once, then at most every ``push_interval`` seconds, the sync config's by
+default: the child asks, :class:`SavePusher` pushes and answers), so the exproot only ever
+holds a current.conf with the files saved with it, which is what a resumed run starts from.
+``on_save`` (the database's copy, for progress) is given saves only once this run has pushed
+one: a job whose database state has moved on always has a current.conf of its own in the
+exproot to resume from. Without a syncer, every save is given to ``on_save``.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -27,7 +36,7 @@ from dbdict_worker import state as statemod
 from dbdict_worker.constants import Status
 from dbdict_worker.job.forkserver import ForkServer
 from dbdict_worker.job.process import JobProcess, JobSpec, Outcome, StartError
-from dbdict_worker.job.sync import PeriodicPusher, Syncer, SyncError
+from dbdict_worker.job.sync import SavePusher, Syncer, SyncError
 
 log = logging.getLogger("dbdict_worker")
 
@@ -65,6 +74,9 @@ class JobRun:
         self._kill_at: float | None = None
         self._kill_why = ""
         self._abandoned = False
+        # States whose push succeeded, for on_save (appended by the pusher's thread).
+        self._pushed: collections.deque[dict[str, Any]] = collections.deque()
+        self._pushed_once = False
 
     def request_stop(self) -> None:
         """Ask the job to stop: SIGTERM now, SIGKILL ``grace`` seconds later; a second call
@@ -100,15 +112,21 @@ class JobRun:
         if self._stop_requests:  # stopped before it started: nothing to run, nothing to push
             return RunResult(Outcome(Status.START, start_state, error="stopped before start",
                                      stopped=True, workdir=workdir))
+        spec = self.spec
+        if self.syncer is not None:
+            interval = self.push_interval if self.push_interval is not None \
+                else self.syncer.config.push_interval
+            spec = dataclasses.replace(spec, push_interval=interval)
         try:
-            proc = JobProcess.start(self.spec, forkserver=self.forkserver)
+            proc = JobProcess.start(spec, forkserver=self.forkserver)
         except StartError as e:
             return self._push(Outcome(Status.ERR_START, start_state, error=str(e),
                                       workdir=workdir))
         self.process = proc
         if self.on_start is not None:
             self.on_start(proc)
-        pusher = PeriodicPusher(self.syncer, self.push_interval) if self.syncer else None
+        pusher = SavePusher(self.syncer, allowed=lambda: not self._abandoned) \
+            if self.syncer else None
         try:
             outcome = self._follow(proc, pusher)
         except BaseException:
@@ -121,7 +139,7 @@ class JobRun:
                 pusher.close()
         return self._push(outcome)
 
-    def _follow(self, proc: JobProcess, pusher: PeriodicPusher | None) -> Outcome:
+    def _follow(self, proc: JobProcess, pusher: SavePusher | None) -> Outcome:
         while True:
             self._act_on_stops(proc)
             outcome = proc.outcome
@@ -131,13 +149,28 @@ class JobRun:
             if self._kill_at is not None:
                 timeout = max(0.0, min(timeout, self._kill_at - time.monotonic()))
             proc.wait_activity(timeout)
-            for state in proc.take_saves():
+            saves = proc.take_saves()
+            if pusher is not None:
+                for state in proc.take_push_requests():
+                    pusher.request(lambda ok, s=state: self._answer(proc, s, ok))
+                pushed = []
+                while self._pushed:
+                    pushed.append(self._pushed.popleft())
+                saves = pushed + (saves if self._pushed_once else [])
+            for state in saves:
                 if self._abandoned:
                     break
                 if self.on_save is not None:
                     self.on_save(state)
-                if pusher is not None:
-                    pusher.saved()
+
+    def _answer(self, proc: JobProcess, state: dict[str, Any], pushed: bool) -> None:
+        # In the pusher's thread, once the push for this save point has ended: the state may
+        # now reach the database (the exproot has a current.conf of this job), and the child
+        # goes on.
+        if pushed:
+            self._pushed.append(state)
+            self._pushed_once = True
+        proc.answer_push(pushed)
 
     def _act_on_stops(self, proc: JobProcess) -> None:
         now = time.monotonic()

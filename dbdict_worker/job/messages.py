@@ -1,5 +1,9 @@
 """The pipe between a job's child process and its parent: newline-delimited JSON messages.
 
+The "pipe" is a socket pair, so it goes both ways: the child reports its saves and its end;
+the parent tells the child until when the job's lease is renewed (see
+:mod:`dbdict_worker.job.watchdog`).
+
 The child writes each message as one complete line with a single ``write_message`` call; the
 parent only ever acts on complete lines (:class:`LineBuffer`), so a child that dies in the
 middle of a write leaves at most a partial trailing line, which is dropped, never half-used.
@@ -16,8 +20,12 @@ from typing import Any, Iterator, Mapping
 
 #: Message kinds, child to parent.
 STARTED = "started"  # the experiment was imported and is about to be called
-SAVE = "save"        # {"state": wire state}: a flushed save
+SAVE = "save"        # {"state": wire state, "push": bool}: a flushed save; with "push" the
+#                      child waits for PUSHED (the workdir is pushed at this save point)
 END = "end"          # {"status": Status name, "error": str|None, "state": wire state}
+#: Message kinds, parent to child.
+RENEWED = "renewed"  # {"until": CLOCK_MONOTONIC seconds}: run on until then, unless renewed
+PUSHED = "pushed"    # {"ok": bool}: the answer to a save with "push"; the experiment goes on
 
 #: Longest line the parent buffers; a longer one (a runaway child) is dropped, not used.
 MAX_LINE = 256 * 1024 * 1024

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from dbdict_worker.job.forkserver import ForkedChild, ForkServer
 from dbdict_worker.job.workdir import (
     ERROR_KEY,
     EXPERIMENT_KEY,
+    ID_KEY,
     STATUS_KEY,
     TEMPDIR_ENV,
     WORKDIR_ENV,
@@ -70,6 +72,11 @@ class JobSpec:
     from it. ``env`` is added to the child's environment (``CUDA_VISIBLE_DEVICES``...);
     ``python_path`` is put first on the child's ``sys.path``. ``linger`` bounds how long a
     child that has reported its outcome may take to exit (stray threads) before it is killed.
+    ``renewed_until`` (a worker's jobs) is the CLOCK_MONOTONIC time until which the job's
+    lease is renewed: past it without a newer :meth:`JobProcess.renew`, the job's process
+    group stops itself (:mod:`dbdict_worker.job.watchdog`); None: no lease.
+    ``push_interval`` (a job with an exproot): the child's saves ask for a push at most this
+    often and wait for :meth:`JobProcess.answer_push`; None: saves never wait.
     """
 
     experiment: str
@@ -84,6 +91,8 @@ class JobSpec:
     python: str = sys.executable
     python_path: Sequence[str] = ()
     linger: float = 30.0
+    renewed_until: float | None = None
+    push_interval: float | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,9 @@ class JobProcess:
         self.pid = child.pid
         self._child = child
         self._read_fd = read_fd
+        # Renewals are sent on a descriptor of their own, closed once the child is reaped (the
+        # reader closes its own at the end of file, whenever that comes).
+        self._to_child: socket.socket | None = socket.socket(fileno=os.dup(read_fd))
         self._private_dir = private_dir
         self._reserved = reserved
         self._lock = threading.Lock()
@@ -136,6 +148,8 @@ class JobProcess:
         # Bounded: a caller that never takes its saves must not grow us forever (the latest
         # state is always in latest_state and in the outcome).
         self._saves: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_SAVES)
+        # Saves whose child waits for a push (one at a time: it waits for the answer).
+        self._push_requests: list[dict[str, Any]] = []
         self._latest = start_state
         self._end: dict[str, Any] | None = None
         self._started = False
@@ -161,7 +175,8 @@ class JobProcess:
         workdir = Workdir(spec.workdir)
         try:
             workdir.create()
-            start_state = workdir.starting_state(spec.state, resume=spec.resume)
+            start_state = workdir.starting_state(spec.state, resume=spec.resume,
+                                                 job_id=spec.reserved.get(ID_KEY))
             reserved = {k: statemod.check_value(k, v) for k, v in spec.reserved.items()}
             reserved.pop(ERROR_KEY, None)
             reserved[STATUS_KEY] = Status.RUNNING.name
@@ -192,6 +207,8 @@ class JobProcess:
             "save_interval": interval,
             "redirect": spec.redirect,
             "python_path": [os.path.abspath(p) for p in spec.python_path],
+            "renewed_until": spec.renewed_until,
+            "push_interval": spec.push_interval,
         }
         spec_path = os.path.join(private_dir, "spec.json")
         read_fd = write_fd = -1
@@ -204,7 +221,9 @@ class JobProcess:
             if spec.redirect:
                 out = open(workdir.stdout, "ab")
                 err = open(workdir.stderr, "ab")
-            read_fd, write_fd = os.pipe()
+            # A socket pair, not a pipe: the lease renewals go the other way.
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            read_fd, write_fd = ours.detach(), theirs.detach()
             child: PopenChild | ForkedChild | None = None
             if forkserver is not None and spec.python == sys.executable:
                 try:
@@ -241,6 +260,13 @@ class JobProcess:
             saves = list(self._saves)
             self._saves.clear()
         return saves
+
+    def take_push_requests(self) -> list[dict[str, Any]]:
+        """The saves (also in :meth:`take_saves`) whose child now waits, at a save point,
+        for the workdir to be pushed and :meth:`answer_push` to be called."""
+        with self._lock:
+            requests, self._push_requests = self._push_requests, []
+        return requests
 
     @property
     def latest_state(self) -> dict[str, Any]:
@@ -297,6 +323,40 @@ class JobProcess:
         """SIGKILL to the group (its last saved state is kept)."""
         return self.signal(signal.SIGKILL)
 
+    def renew(self, until: float) -> bool:
+        """Tell the child its lease is renewed until ``until`` (CLOCK_MONOTONIC), and resume
+        its group if it is paused and ``until`` is still ahead; True if it was resumed."""
+        data = messages.encode({"kind": messages.RENEWED, "until": until})
+        with self._lock:
+            if self._reaped or self._to_child is None:
+                return False
+            try:
+                # Never blocks. A child stopped for hours could leave no room for this one:
+                # it then stops again on reading an older deadline, until the next renewal.
+                self._to_child.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except OSError:
+                pass
+            if until <= time.monotonic() or not _group_stopped(self.pid):
+                return False
+            return _killpg(self.pid, signal.SIGCONT)
+
+    def answer_push(self, pushed: bool) -> None:
+        """Let the child waiting at a save point go on (``pushed``: the push succeeded)."""
+        data = messages.encode({"kind": messages.PUSHED, "ok": bool(pushed)})
+        with self._lock:
+            if self._reaped or self._to_child is None:
+                return
+            try:
+                self._to_child.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except OSError:  # it has died meanwhile: nobody waits
+                pass
+
+    def pause(self) -> bool:
+        """SIGSTOP the child's whole group (its lease could not be renewed in time); False if
+        it has already exited. :meth:`renew` resumes it, :meth:`kill` ends it."""
+        with self._lock:
+            return not self._reaped and _killpg(self.pid, signal.SIGSTOP)
+
     def stop(self, grace: float) -> Outcome:
         """SIGTERM, up to ``grace`` seconds to save and return, then SIGKILL; the Outcome."""
         self.terminate()
@@ -338,6 +398,8 @@ class JobProcess:
                 with self._lock:
                     self._saves.append(state)
                     self._latest = state
+                    if message.get("push"):
+                        self._push_requests.append(state)
             elif kind == messages.END:
                 state = messages.decode_state(message["state"])
                 with self._lock:
@@ -369,6 +431,9 @@ class JobProcess:
         with self._lock:
             returncode = self._child.reap_group()
             self._reaped = True
+            if self._to_child is not None:
+                self._to_child.close()
+                self._to_child = None
         if self._linger_timer is not None:
             self._linger_timer.cancel()
         # The child wrote its last message before exiting; the reader gets it, then EOF
@@ -440,6 +505,16 @@ def _killpg(pgid: int, sig: int) -> bool:
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def _group_stopped(pid: int) -> bool:
+    """Whether process ``pid`` (the leader of a job's group) is stopped; True when that cannot
+    be read (a needless SIGCONT does no harm)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"T", b"t")
+    except (OSError, IndexError):
+        return True
 
 
 def _wait_exited(proc: subprocess.Popen) -> None:

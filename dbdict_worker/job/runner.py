@@ -14,13 +14,19 @@ it reads its spec from SPEC_FILE (then deletes it), talks to the parent over the
    and send a ``save`` message;
 4. writes the final ``current.conf`` (with ``dbdict.status``/``dbdict.error``) and sends one
    ``end`` message: DONE (COMPLETE), START (INCOMPLETE), ERR_RUN (raised) or ERR_START.
+
+Meanwhile a watchdog thread (:mod:`dbdict_worker.job.watchdog`) reads what the parent sends and
+pauses the whole job when the worker could not renew its lease in time.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import sys
+import threading
+import time
 # Everything is imported before the user's directories go first on sys.path, so that a
 # project file named like a module we use (string.py, subprocess.py) cannot replace it.
 import traceback
@@ -28,12 +34,13 @@ from typing import Any, Mapping
 
 from dbdict_worker import signals
 from dbdict_worker.job import cmdexp
-from dbdict_worker.job import messages
+from dbdict_worker.job import messages, watchdog
 from dbdict_worker.channel import Channel
 from dbdict_worker.constants import COMPLETE, INCOMPLETE, Status
 from dbdict_worker.errors import ResolveError
 from dbdict_worker.state import expand, flatten, resolve, user_keys
-from dbdict_worker.job.workdir import ERROR_KEY, STATUS_KEY, TEMPDIR_ENV, Workdir
+from dbdict_worker.job.workdir import (ERROR_KEY, STATUS_KEY, TEMPDIR_ENV, Workdir,
+                                       describe_os_error)
 
 #: Longest error line kept in dbdict.error (the full traceback is in workdir/stderr).
 MAX_ERROR = 2000
@@ -43,6 +50,22 @@ def one_line(text: str) -> str:
     """Collapse whitespace (tracebacks' last lines can span lines) and bound the length."""
     line = " ".join(text.split())
     return line if len(line) <= MAX_ERROR else line[: MAX_ERROR - 1] + "…"
+
+
+#: Errors that mean the disk, not the experiment's code, failed: named first in dbdict.error.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException | None) -> str | None:
+    """``no space left on device (ENOSPC) writing PATH`` when ``exc`` (or an exception it
+    was raised from or while handling) is a full disk or quota, else None."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            where = f" writing {exc.filename}" if exc.filename else ""
+            return describe_os_error(OSError(exc.errno, exc.strerror)) + where
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 class _Child:
@@ -59,6 +82,12 @@ class _Child:
         self.user = messages.decode_state(spec["state"])
         #: The last user state that was flushed (what survives an unstorable later value).
         self.saved = dict(self.user)
+        #: With an exproot: seconds between the save points at which the parent pushes the
+        #: workdir while we wait (None: never wait; the first save point pushes at once).
+        interval = spec.get("push_interval")
+        self.push_interval = None if interval is None else float(interval)
+        self._last_push = float("-inf")
+        self._pushed = threading.Event()
 
     # --- the pipe ---------------------------------------------------------------------------
 
@@ -83,7 +112,28 @@ class _Child:
     def persist(self, user: dict[str, Any]) -> None:
         self.workdir.write_current({**user, **self.reserved})
         self.saved = user
-        self.send({"kind": messages.SAVE, "state": messages.encode_state(user)})
+        push = self.push_interval is not None and self.pipe_ok and \
+            time.monotonic() - self._last_push >= self.push_interval
+        self._pushed.clear()
+        self.send({"kind": messages.SAVE, "state": messages.encode_state(user), "push": push})
+        if push:
+            # A save point: the files on disk belong to this state, so the experiment waits
+            # while they are pushed with it (a push while it runs could copy a later
+            # checkpoint next to this state).
+            while self.pipe_ok and not self._pushed.wait(1.0):
+                pass
+            self._last_push = time.monotonic()
+
+    def on_message(self, message: Mapping[str, Any]) -> None:
+        """A message from the parent (in the watchdog's thread): a push's answer."""
+        if message.get("kind") == messages.PUSHED:
+            self._pushed.set()
+
+    def orphaned(self) -> None:
+        """The parent is gone: stop, and wait for no push answer."""
+        self.pipe_ok = False
+        self._pushed.set()
+        self.channel.request_stop()
 
     def finish(self, status: Status, error: str | None, user: dict[str, Any]) -> None:
         """Write the final current.conf and send the end message."""
@@ -93,7 +143,8 @@ class _Child:
         try:
             self.workdir.write_current(final)
         except Exception as e:  # disk full, or a value the parent sent us that cannot be written
-            error = one_line(f"{error + '; ' if error else ''}cannot write current.conf: {e}")
+            why = disk_full(e) or str(e)
+            error = one_line(f"{error + '; ' if error else ''}cannot write current.conf: {why}")
             status = Status.ERR_RUN
         self.send({"kind": messages.END, "status": status.name, "error": error,
                    "state": messages.encode_state(user)})
@@ -101,11 +152,16 @@ class _Child:
     def report_exception(self, exc: BaseException) -> str:
         """Print the traceback (to workdir/stderr too when not redirected); its last line."""
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        sys.stderr.write(text)
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # workdir/stderr on a full disk: the error line below still says why
         if not self.redirect:
             self.workdir.append_stderr(text)
-        return one_line(traceback.format_exception_only(type(exc), exc)[-1])
+        last = traceback.format_exception_only(type(exc), exc)[-1]
+        full = disk_full(exc)
+        return one_line(f"{full}: {last}" if full else last)
 
     # --- running ----------------------------------------------------------------------------
 
@@ -210,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
     child = _Child(spec, fd, channel)
     channel.sink = child.sink
+    # A worker's job never runs past the lease its worker renewed; an orphaned job stops.
+    watchdog.start(fd, spec.get("renewed_until"), on_orphaned=child.orphaned,
+                   on_message=child.on_message)
     try:
         child.run()
     finally:

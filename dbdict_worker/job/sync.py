@@ -4,9 +4,16 @@ experiment root (exproot) and rsync" section).
 An exproot is a local path or ``ssh://[user@]host:/abs/path`` / ``ssh://[user@]host:rel/path``
 (relative to the remote home; no ``~`` expansion). Each job lives in
 ``<exproot>/<db>/<table>/<id>/`` (:meth:`ExpRoot.job`). Before a run the job's directory is
-created and pulled into the local workdir; while it runs the workdir is pushed at most every
-``push_interval`` seconds after a save (:class:`PeriodicPusher`); after the run it is pushed
-once more. Files named ``*.no_sync`` are never transferred. Pushes never delete remote files.
+created and pulled into the local workdir; while it runs the workdir is pushed at save points,
+at most every ``push_interval`` seconds, while the experiment waits (:class:`SavePusher`), so
+a push never copies files of a later state than the ``current.conf`` it carries; after the run
+it is pushed once more. Files named ``*.no_sync`` are never transferred. Pushes never delete
+remote files.
+
+Each transfer puts its files in place together at its end (``--delay-updates``), so one cut
+short leaves the previous push whole, and compares modification times to the nanosecond
+(``--modify-window=-1``): a checkpoint rewritten with the same size within the second of the
+last push is still copied.
 
 Only argument lists are run, never shell strings. rsync gets ``-s`` (``--protect-args``), so
 the remote shell never parses the path; the one place a remote shell parses text is the
@@ -24,8 +31,6 @@ import re
 import shlex
 import subprocess
 import threading
-import time
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,6 +39,7 @@ import tenacity
 
 from dbdict_worker.errors import DbdictError, UsageError
 from dbdict_worker.job.workdir import NO_SYNC_PATTERN
+from dbdict_worker.names import safe_segment
 
 log = logging.getLogger("dbdict_worker")
 
@@ -54,16 +60,6 @@ class SyncError(DbdictError):
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
-
-
-def safe_segment(text: object) -> str:
-    """``text`` as one path component, or UsageError: not empty, not ``.``/``..``, no ``/``,
-    no control characters, at most 255 bytes."""
-    seg = str(text)
-    if not seg or seg in (".", "..") or "/" in seg or len(seg.encode("utf-8", "replace")) > 255 \
-            or any(unicodedata.category(ch) in ("Cc", "Cs") for ch in seg):
-        raise UsageError(f"{seg!r} cannot be used as a directory name in the exproot")
-    return seg
 
 
 @dataclass(frozen=True)
@@ -210,8 +206,8 @@ class Syncer:
 
     def rsync_argv(self, src: str, dst: str) -> list[str]:
         """The rsync command line for one transfer (an argument list)."""
-        argv = ["rsync", "-a", "-s", f"--timeout={int(self.config.io_timeout)}",
-                f"--exclude={NO_SYNC_PATTERN}"]
+        argv = ["rsync", "-a", "-s", "--delay-updates", "--modify-window=-1",
+                f"--timeout={int(self.config.io_timeout)}", f"--exclude={NO_SYNC_PATTERN}"]
         if self.remote.is_remote:
             argv += ["-e", self.config.rsh]
         return argv + [src, dst]
@@ -273,51 +269,57 @@ def _first_useful(lines: list[str]) -> str:
     return text if len(text) <= 500 else text[:499] + "…"
 
 
-class PeriodicPusher:
-    """Pushes a running job's workdir in a background thread, at most every ``interval``
-    seconds and only after a save, so a slow rsync never delays the job's loop. Failures are
-    logged and retried at the next interval; the final push after the run is the caller's."""
+class SavePusher:
+    """Pushes a running job's workdir when its child asks, at a save point where it waits
+    for the answer, in a thread of its own (the job's watching loop goes on meanwhile).
 
-    def __init__(self, syncer: Syncer, interval: float | None = None) -> None:
+    The child asks at most once per push interval and waits, so requests never pile up. Each
+    is one push attempt: a failure is logged and the next save point's push tries again (the
+    final push after the run retries in full). ``allowed`` says whether pushing is still ours
+    to do (False once the job was taken away: nothing is written over a new owner's copy).
+    """
+
+    def __init__(self, syncer: Syncer, *, allowed: Callable[[], bool] = lambda: True) -> None:
         self.syncer = syncer
-        self.interval = syncer.config.push_interval if interval is None else interval
+        self.allowed = allowed
         self.pushes = 0
         self.failures = 0
-        self._dirty = False
+        self._requests: list[Callable[[bool], None]] = []
         self._closed = False
-        self._wake = threading.Event()
-        self._last = time.monotonic()  # the pull just happened: nothing new to push yet
+        self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="dbdict-push", daemon=True)
         self._thread.start()
 
-    def saved(self) -> None:
-        """Note that the job saved: a push is due once the interval has passed."""
-        self._dirty = True
-        self._wake.set()
+    def request(self, done: Callable[[bool], None]) -> None:
+        """Push now (in the pusher's thread), then call ``done(pushed)`` there."""
+        with self._cond:
+            self._requests.append(done)
+            self._cond.notify()
 
     def close(self) -> None:
-        """Stop the thread (waiting for a push in progress)."""
-        self._closed = True
-        self._wake.set()
+        """Stop the thread once the push in progress (if any) has ended; requests not yet
+        started are answered False."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
         self._thread.join()
 
     def _loop(self) -> None:
-        while not self._closed:
-            if not self._dirty:
-                self._wake.wait()
-                self._wake.clear()
-                continue
-            due = self._last + self.interval - time.monotonic()
-            if due > 0:
-                self._wake.wait(due)
-                self._wake.clear()
-                continue
-            self._dirty = False
-            self._last = time.monotonic()
-            try:
-                self.syncer.push(attempts=1)
-                self.pushes += 1
-            except SyncError as e:
-                self.failures += 1
-                self._dirty = True  # try again at the next interval
-                log.warning("%s (will retry; the job goes on)", e)
+        while True:
+            with self._cond:
+                while not self._requests and not self._closed:
+                    self._cond.wait()
+                if not self._requests:
+                    return
+                done = self._requests.pop(0)
+                closed = self._closed
+            pushed = False
+            if not closed and self.allowed():
+                try:
+                    self.syncer.push(attempts=1)
+                    pushed = True
+                    self.pushes += 1
+                except SyncError as e:
+                    self.failures += 1
+                    log.warning("%s (retried at the next save point; the job goes on)", e)
+            done(pushed)

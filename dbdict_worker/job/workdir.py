@@ -15,6 +15,7 @@ final status), which is how ``dbdict run`` knows a directory is done or busy.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -44,6 +45,8 @@ STATUS_KEY = "dbdict.status"
 ERROR_KEY = "dbdict.error"
 EXPERIMENT_KEY = "dbdict.experiment"
 WORKDIR_KEY = "dbdict.workdir"
+#: The job a worker's current.conf was saved for (whose files sit beside it).
+ID_KEY = "dbdict.id"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
 #: Longest default workdir name (the hash suffix included): well under every filesystem's 255.
@@ -52,6 +55,57 @@ MAX_NAME = 100
 
 class WorkdirError(DbdictError):
     """The working directory cannot be created or read (an ERR_START-class failure)."""
+
+
+class EnvironmentFault(DbdictError):
+    """This machine cannot start any job now (its workdir base is read-only or full, its
+    exproot is not mounted, rsync is missing): the worker's fault, not the job's."""
+
+
+#: What a file system says when it cannot take any workdir, whichever job's: read-only, full,
+#: over quota, not ours to write, failing.
+ENVIRONMENT_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES,
+                                errno.EPERM, errno.EIO})
+#: Bytes written (and removed) to learn that a new workdir's file system has room for its
+#: first files.
+PROBE_BYTES = 8192
+
+
+def make_job_dir(base: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Create a job's directory ``path`` below the worker's ``base`` and make sure a file
+    can be written there. EnvironmentFault when the file system refuses (see
+    ENVIRONMENT_ERRNOS) or ``base`` itself cannot be made; WorkdirError when the job's own
+    path is the problem (a file in the way, a name too long)."""
+    base, path = Path(base), Path(path)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EnvironmentFault(f"cannot create the workdir base {base}: "
+                               f"{e.strerror or e}") from None
+    probe = path / f".dbdict-probe{NO_SYNC_PATTERN[1:]}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(bytes(PROBE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        fault = EnvironmentFault if e.errno in ENVIRONMENT_ERRNOS else WorkdirError
+        raise fault(f"cannot create workdir {path}: {describe_os_error(e)}") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+
+
+def describe_os_error(e: OSError) -> str:
+    """An OSError's reason with its errno's name, lower case: ``no space left on device
+    (ENOSPC)``, so that a log or dbdict.error says plainly what the system refused."""
+    name = errno.errorcode.get(e.errno or 0)
+    if not name or not e.strerror:
+        return str(e)
+    return f"{e.strerror[:1].lower()}{e.strerror[1:]} ({name})"
 
 
 def default_name(experiment: str, params: Mapping[str, Any]) -> str:
@@ -139,10 +193,28 @@ class Workdir:
         """Replace current.conf atomically."""
         statemod.write_conf(self.current_conf, flat)
 
-    def starting_state(self, state: Mapping[str, Any], *, resume: bool = True) -> dict[str, Any]:
+    def starting_state(self, state: Mapping[str, Any], *, resume: bool = True,
+                       job_id: int | None = None) -> dict[str, Any]:
         """The user state a run starts from: current.conf's (a resumed job) if there is one
-        and ``resume``, else ``state``. Reserved keys are dropped either way."""
+        and ``resume``, else ``state``. Reserved keys are dropped either way.
+
+        current.conf wins over ``state`` (the database's copy) because it is the state the
+        files beside it belong to: it is written at a save point, after the experiment's
+        files, and a worker's job directory is only ever updated at save points, files and
+        current.conf together. The database's copy, written for progress, may be saves ahead
+        of it or behind it (a worker killed before writing); and a job whose database state has
+        moved on always has a current.conf of its own (a run writes saves to the database
+        only once it has stored one). With ``job_id`` (a worker's job), a current.conf that
+        names no job is not such a save and ``state`` is used; one that names another job is
+        refused (WorkdirError): its files are not this job's."""
         current = self.read_current() if resume else None
+        if current is not None and job_id is not None:
+            owner = current.get(ID_KEY)
+            if owner is None:
+                current = None
+            elif owner != job_id:
+                raise WorkdirError(f"{self.current_conf} belongs to job {owner}, not to job "
+                                   f"{job_id}: move it away to run this job here")
         return statemod.user_keys(current if current is not None
                                   else statemod.flatten(state))
 

@@ -27,7 +27,8 @@ class QueueStore(Protocol):
         """The same store, each call retrying for ``seconds`` and reporting to ``watcher``."""
 
     def register_worker(self, worker_id: str, host: str, pid: int, slots: int,
-                        tables: Sequence[str] | None) -> None: ...
+                        tables: Sequence[str] | None) -> list[str]:
+        """Record the worker; returns those of its tables that do not exist yet."""
 
     def worker_beat(self, worker_id: str, state: str,
                     tokens: Sequence[Token]) -> tuple[bool, set[int]]:
@@ -36,7 +37,10 @@ class QueueStore(Protocol):
     def set_worker_state(self, worker_id: str, state: str) -> None: ...
 
     def book(self, worker_id: str, host: str, *, tables: Sequence[str] | None = None,
-             n: int = 1) -> list[Booking]: ...
+             n: int = 1, missing_ok: bool = False) -> list[Booking]: ...
+
+    def unbook(self, token: Token, reason: str) -> None:
+        """Give back a job that never started, its attempt not counted (LostOwnership too)."""
 
     def save_state(self, token: Token, flat: Mapping[str, Any]) -> None:
         """Raises LostOwnership when the token no longer owns the job (so do the next two)."""
@@ -46,7 +50,14 @@ class QueueStore(Protocol):
 
     def requeue_job(self, token: Token, *, priority: float = RESTART_PRIORITY,
                     state: Mapping[str, Any] | None = None, reason: str = "incomplete",
-                    workdir: str | None = None) -> None: ...
+                    workdir: str | None = None, delay: float = 0.0,
+                    restarts: int | None = None) -> None: ...
+
+    def next_due(self, *, tables: Sequence[str] | None = None) -> float | None:
+        """Seconds until the first job waiting out a restart delay may be booked, or None."""
+
+    def counts(self, **select: Any) -> dict[tuple[str, Status], int]:
+        """Number of jobs per (table, status)."""
 
     def requeue_stale(self, lease_seconds: float, *,
                       by_worker: str | None = None) -> list[Rescued]:

@@ -1,9 +1,13 @@
 """Requeueing the jobs of workers that stopped heartbeating.
 
-Any live worker does it, at each of its own heartbeats, but only once its own connection has
-been healthy for a whole lease: an outage that every worker saw (a restart of PostgreSQL)
-leaves every heartbeat old, and judging others by it would take running jobs away from live
-workers.
+Any live worker does it, at each of its own heartbeats: a job is stale once its heartbeat is
+older than the lease (on PostgreSQL, never counted from before the server's start, so after a
+restart every worker gets a whole lease to come back). A worker that has seen no failure of
+its own judges from its first heartbeat, so a job whose owner died long ago is rescued at
+once; after a failure of its own it waits a lease: an outage that every worker saw (the
+network) leaves every heartbeat old, and judging others by it at once would take running jobs
+away from live workers before they could renew. Taking a job away is safe either way: an owner
+that could not renew pauses its copy before the lease ends (:mod:`.lease`).
 """
 from __future__ import annotations
 

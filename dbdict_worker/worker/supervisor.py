@@ -27,26 +27,34 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable
 
-from dbdict_worker.constants import Status
+from dbdict_worker.constants import EXIT_ENVIRONMENT, Status
 from dbdict_worker.db import workers as workerq
 from dbdict_worker.job import forkserver
 from dbdict_worker.job.jobrun import JobRun, RunResult
 from dbdict_worker.job.process import JobSpec, Outcome
-from dbdict_worker.job.sync import ExpRoot, Syncer, safe_segment
+from dbdict_worker.errors import DbdictError, LostOwnership, NotFound
+from dbdict_worker.job.sync import ExpRoot, Syncer
+from dbdict_worker.job.workdir import EnvironmentFault
+from dbdict_worker.names import safe_segment
 from dbdict_worker.records import reserved
 from dbdict_worker.signals import handling, same_handler
 from dbdict_worker.store import Booking
-from dbdict_worker.worker import sdnotify
+from dbdict_worker.worker import restarts, sdnotify
 from dbdict_worker.worker.events import (Booked, ControlSent, Draining, Ended, Exited,
                                          Finished, JobsReady, Message, Milestone, Observer,
                                          OutageEnded, OutageStarted, Saved, Stopping,
                                          TakenAway)
+from dbdict_worker.worker.lease import Leases
+from dbdict_worker.worker.environment import Health, check as check_environment
 from dbdict_worker.worker.ports import JobRunFactory, QueueStore, RunsJob
 from dbdict_worker.worker.rescue import Rescuer
-from dbdict_worker.worker.writes import (CALL_RETRY_SECONDS, FINAL_WAIT_SECONDS, Final, Outage,
-                                         Writes)
+from dbdict_worker.worker.writes import (CALL_RETRY_SECONDS, FINAL_WAIT_SECONDS, MAX_BACKOFF,
+                                         Final, Outage, Writes)
 
 log = logging.getLogger("dbdict_worker.worker")
+
+#: The shortest wait before booking again for a job that is about due (seconds).
+MIN_DUE_WAIT = 0.05
 
 
 @dataclasses.dataclass
@@ -67,6 +75,11 @@ class WorkerConfig:
     #: Seconds between polls without LISTEN (SQLite, --poll-only), and the safety-net poll
     #: with it.
     poll_interval: float | None = None
+    #: Failures of this machine's own environment in a row (the jobs go back uncounted)
+    #: after which the worker books no more and exits EXIT_ENVIRONMENT.
+    env_failure_limit: int = 5
+    #: The first pause without booking after such a failure; each next one doubles.
+    env_pause: float = 2.0
 
     def __post_init__(self) -> None:
         if self.gpus:
@@ -84,6 +97,9 @@ class Slot:
     gpu: str | None
     started: float
     thread: threading.Thread | None = None
+    #: Until when (time.monotonic()) the job may run: see :mod:`.lease`.
+    renewed_until: float = 0.0
+    paused: bool = False
 
 
 class Supervisor:
@@ -105,9 +121,14 @@ class Supervisor:
         self.job_run = job_run
         self.observer = observer
         self.final_wait = final_wait
+        #: The first delay of a restart without progress (worker/restarts.py), in seconds.
+        self.restart_base = restarts.delay_base_from_env()
         self.host = socket.gethostname()
         self.worker_id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.outage = Outage(self._milestone, clock=clock)
+        # In an outage, try again often enough to renew the leases in time once it is over.
+        self.outage = Outage(self._milestone, clock=clock,
+                             max_backoff=min(MAX_BACKOFF, config.lease / 3))
+        self.leases = Leases(config.lease, config.heartbeat)
         self.store = store.with_retry(call_retry, watcher=self.outage)
         self.writes = Writes(self.store, self.outage, self._milestone)
         self.rescuer = Rescuer(self.store, self.outage, self.worker_id, config.lease)
@@ -117,6 +138,7 @@ class Supervisor:
         self.stop_requests = 0  # signal handlers only count; the loop acts
         self._stops_handled = 0
         self.drain_requested = False
+        self._waiting_for_others = False  # --until-empty, the queue empty: logged once
         self.draining = False
         self.stopping = False
         self._wake = True
@@ -125,6 +147,8 @@ class Supervisor:
         self.listener = None
         self.forkserver = forkserver.ForkServer() if forkserver.enabled() else None
         self._free_gpus = list(config.gpus or [])
+        self.health = Health(config.env_failure_limit, config.env_pause, clock)
+        self.exit_code = 0
         target = store.target
         db_name = target.url.database or "db"
         if target.is_sqlite:
@@ -146,8 +170,11 @@ class Supervisor:
 
     def run(self) -> int:
         """The main loop; returns the exit code (0: drained, stopped, empty or done)."""
-        self.store.register_worker(self.worker_id, self.host, os.getpid(), self.cfg.slots,
-                                   self.cfg.tables)
+        missing = self.store.register_worker(self.worker_id, self.host, os.getpid(),
+                                             self.cfg.slots, self.cfg.tables)
+        if missing:
+            log.info("waiting for table(s) %s: not created yet; their jobs are booked as soon "
+                     "as they are enqueued", ", ".join(missing))
         log.info("worker %s started: %d slot(s)%s, tables %s, exproot %s", self.worker_id,
                  self.cfg.slots, f" on GPUs {','.join(self.cfg.gpus)}" if self.cfg.gpus else "",
                  ",".join(self.cfg.tables) if self.cfg.tables else "all",
@@ -161,6 +188,7 @@ class Supervisor:
                 if now >= self._next_beat:
                     self._beat()
                     self._next_beat = now + self.cfg.heartbeat
+                self.leases.pause_overdue(self.slots.items())
                 self._take_messages(timeout=0)
                 # Book before writing the results of finished jobs: a free slot starts its
                 # next job while this thread writes the previous one's status.
@@ -174,7 +202,7 @@ class Supervisor:
                 self._take_messages(timeout=self._idle_timeout())
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
 
     def _idle_timeout(self) -> float:
         now = self.clock()
@@ -258,6 +286,8 @@ class Supervisor:
     def _may_book(self) -> bool:
         if self.stopping or self.draining or self.outage.down:
             return False
+        if self.health.paused:
+            return False
         if len(self.slots) >= self.cfg.slots:
             return False
         return self.cfg.max_jobs is None or self.booked < self.cfg.max_jobs
@@ -266,39 +296,95 @@ class Supervisor:
         n = self.cfg.slots - len(self.slots)
         if self.cfg.max_jobs is not None:
             n = min(n, self.cfg.max_jobs - self.booked)
-        bookings = self.outage.call(lambda: self.store.book(self.worker_id, self.host,
-                                                            tables=self.cfg.tables, n=n))
+        sent = self.leases.now()
+        bookings = self.outage.call(lambda: self.store.book(
+            self.worker_id, self.host, tables=self.cfg.tables, n=n, missing_ok=True))
         if bookings is None:
             return
         for booking in bookings:
             self.booked += 1
-            self._start(booking)
+            if self.health.reason is not None and (
+                    self.health.paused or self.exit_code == EXIT_ENVIRONMENT):
+                # The machine failed for a job of this same booking: the others go back too.
+                self._unbook(booking, self.health.reason)
+            else:
+                self._start(booking, self.leases.until(sent))
+        due: float | None = None
+        if len(bookings) < n:
+            # A job waiting out a restart delay becomes ready without a notice: look again
+            # when the first one is due. A failed call (None) decides nothing.
+            answer = self.outage.call(lambda: (self.store.next_due(tables=self.cfg.tables),))
+            if answer is None:
+                return
+            (due,) = answer
+            if due is not None:
+                self._next_poll = min(self._next_poll, self.clock() + max(due, MIN_DUE_WAIT))
         if not bookings and self.cfg.until_empty and not self.slots:
-            if self.writes.finals:
+            if due is not None:
+                # Jobs waiting out a restart delay are part of the queue: wait for them.
+                log.debug("queue empty but for delayed jobs: the first is due in %.1fs", due)
+            elif self.writes.finals:
                 # Look again once their results are written (this iteration's flush), not
                 # at the next poll, which with LISTEN is 30 s away.
                 self._wake = True
+            elif self._running_elsewhere():
+                # Their owners may have died: wait, and rescue them once their lease passes.
+                # Nothing announces that they end: look again at the next heartbeat.
+                self._next_poll = min(self._next_poll, self.clock() + self.cfg.heartbeat)
             else:
                 log.info("queue empty: exiting (--until-empty)")
                 self.draining = True
 
-    def _start(self, booking: Booking) -> None:
+    def _running_elsewhere(self) -> bool:
+        """Whether jobs of this worker's tables run under other workers (or it is unknown,
+        the database being away)."""
+        try:
+            answer = self.outage.call(lambda: self.store.counts(tables=self.cfg.tables,
+                                                                statuses=[Status.RUNNING]))
+        except NotFound:  # a table not created yet (the worker waits for it) runs nothing
+            return False
+        if answer is None:
+            return True
+        running = sum(answer.values())
+        if running and not self._waiting_for_others:
+            log.info("queue empty but %d job(s) of its tables run under other workers: "
+                     "waiting for them (--until-empty)", running)
+        self._waiting_for_others = bool(running)
+        return bool(running)
+
+    def _start(self, booking: Booking, renewed_until: float) -> None:
         job = booking.job
-        local = self.workdir_base / self.db_name / safe_segment(job.table) / str(job.id)
-        remote = self.exproot.job(self.db_name, job.table, job.id) if self.exproot else None
-        if remote is not None:
-            # The exproot holds the job; the local copy is scratch, one per booking, so a copy
-            # kept after a failed push (or left by a dead worker) is never reused or clobbered.
+        try:
+            local = self.workdir_base / self.db_name / safe_segment(job.table) / str(job.id)
+            # Without an exproot the job's directory for good is `local` itself, kept like an
+            # exproot's: the job runs in a copy pushed back at its save points, so what a
+            # later run resumes from is a state and the files saved with it, never a
+            # checkpoint written after the last save.
+            remote = self.exproot.job(self.db_name, job.table, job.id) if self.exproot \
+                else ExpRoot(str(local))
+            # The local copy is scratch, one per booking, so a copy kept after a failed push
+            # (or left by a dead worker) is never reused or clobbered.
             local = local.with_name(f"{job.id}.{booking.token.attempt}")
+            check_environment(self.workdir_base, self.exproot, local, remote)
+        except EnvironmentFault as e:
+            self._environment_failed(booking, str(e))
+            return
+        except DbdictError as e:  # this job's own data: it fails, the worker goes on
+            self._fail_start(booking, str(e))
+            return
+        if self.health.succeeded():
+            log.warning("this machine can start jobs again")
+            self._set_state(self._state_name())
         gpu = self._free_gpus.pop(0) if self._free_gpus else None
         info = reserved(job)
         info["dbdict.workdir"] = str(remote) if remote is not None else str(local)
         spec = JobSpec(job.experiment, booking.state, workdir=local, reserved=info,
-                       env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})
+                       env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {},
+                       renewed_until=renewed_until)
         syncer = Syncer(remote, local) if remote is not None else None
         run = self.job_run(spec, syncer=syncer, grace=self.cfg.grace, forkserver=self.forkserver,
                            on_save=lambda state, i=job.id: self.messages.put(Saved(i, state)))
-        slot = Slot(booking, run, local, remote, gpu, self.clock())
+        slot = Slot(booking, run, local, remote, gpu, self.clock(), renewed_until=renewed_until)
         slot.thread = threading.Thread(target=self._slot_main, args=(slot,),
                                        name=f"job-{job.id}", daemon=True)
         self.slots[job.id] = slot
@@ -306,6 +392,45 @@ class Supervisor:
                  f" on GPU {gpu}" if gpu is not None else "", job.experiment)
         slot.thread.start()
         self._milestone(Booked(job.id, booking.token.attempt))
+
+    def _fail_start(self, booking: Booking, reason: str) -> None:
+        """A job that cannot start because of its own data ends ERR_START with the reason."""
+        log.warning("job %d cannot start: %s", booking.job.id, reason)
+        outcome = Outcome(Status.ERR_START, dict(booking.state), error=reason)
+        self.writes.add_final(Final(booking, RunResult(outcome), record_workdir=None,
+                                    seconds=0.0))
+        self._wake = True  # its slot is still free
+
+    def _environment_failed(self, booking: Booking, reason: str) -> None:
+        """The machine, not the job, failed: give the job back uncounted, pause booking with
+        growing pauses, and give up after ``env_failure_limit`` failures in a row."""
+        pause = self.health.failed(reason)
+        self._unbook(booking, reason)
+        n = self.health.failures
+        if pause is None:
+            log.error("this machine cannot start jobs (%s), %d times in a row: booking no "
+                      "more, exiting %d once the running jobs end", reason, n, EXIT_ENVIRONMENT)
+            self.exit_code = EXIT_ENVIRONMENT
+            self.draining = True
+        else:
+            log.warning("this machine cannot start jobs (%s): job %d goes back to the queue "
+                        "(attempt not counted); booking again in %gs (failure %d of %d)",
+                        reason, booking.job.id, pause, n, self.health.limit)
+            self._wake = True  # book once the pause is over, not at the next poll
+        self._set_state(self._state_name())
+
+    def _unbook(self, booking: Booking, reason: str) -> None:
+        self.booked -= 1
+
+        def unbook() -> bool:
+            try:
+                self.store.unbook(booking.token, f"{self.host}: {reason}")
+            except LostOwnership:
+                pass  # cancelled meanwhile: nothing to give back
+            return True
+        if self.outage.call(unbook) is None:
+            log.warning("job %d: the database is away; the lease gives it back",
+                        booking.job.id)
 
     def _slot_main(self, slot: Slot) -> None:
         try:
@@ -356,6 +481,9 @@ class Supervisor:
             self._free_gpus.append(slot.gpu)
         self._wake = True  # a slot is free
         seconds = self.clock() - slot.started
+        # INCOMPLETE without new progress comes back later, and past its limit ends ERR_RUN.
+        outcome, restart = restarts.after_run(slot.booking, result.outcome, self.restart_base)
+        result = dataclasses.replace(result, outcome=outcome)
         self._milestone(Ended(job_id, result.outcome.status))
         if slot.run.abandoned:
             log.info("job %d: stopped, it is no longer ours (nothing written)", job_id)
@@ -365,13 +493,15 @@ class Supervisor:
             record = str(slot.remote)
         else:
             record = str(slot.local)
-        self.writes.add_final(Final(slot.booking, result, record, seconds))
+        self.writes.add_final(Final(slot.booking, result, record, seconds, restart))
 
     def _on_listen(self, channel: str, payload: str) -> None:
         if channel == workerq.CONTROL_CHANNEL:
             if payload in ("", self.worker_id):
                 self.messages.put(ControlSent())
-        elif not payload or self.cfg.tables is None or payload in self.cfg.tables:
+        elif (not channel or not payload or self.cfg.tables is None
+              or payload in self.cfg.tables):
+            # No channel: the listener reconnected and may have missed notices of our tables.
             self.messages.put(JobsReady())
 
     def _start_listener(self) -> None:
@@ -394,9 +524,12 @@ class Supervisor:
     def _state_name(self) -> str:
         if self.stopping:
             return workerq.STOPPING
+        if self.health.reason is not None:
+            return f"{workerq.DEGRADED}: {self.health.reason}"
         return workerq.DRAINING if self.draining else workerq.RUNNING
 
     def _beat(self) -> None:
+        sent = self.leases.now()
         answer = self.outage.call(lambda: self.store.worker_beat(
             self.worker_id, self._state_name(), self._tokens()))
         sdnotify.notify("WATCHDOG=1")
@@ -410,9 +543,11 @@ class Supervisor:
                 log.warning("job %d was taken away (cancelled or requeued): stopping it",
                             job_id)
                 self._abandon(slot)
+            elif job_id in owned:
+                self.leases.renewed(job_id, slot, sent)
         self.writes.drop_unowned(owned)
-        if not self.stopping:
-            self.rescuer.rescue()
+        if not self.stopping and self.rescuer.rescue():
+            self._wake = True  # book what was just requeued
 
     def _set_state(self, state: str) -> None:
         self.outage.call(lambda: self.store.set_worker_state(self.worker_id, state))

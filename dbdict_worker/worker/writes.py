@@ -4,8 +4,10 @@ statuses waiting for it.
 :class:`Outage` is the one place that tracks the database's health. The store's retrier
 reports to it (a call's first transient failure, every success), and the supervisor makes its
 calls through :meth:`Outage.call`: a call that gives up after its retries starts an outage,
-during which calls are skipped until a backoff has passed (0.5 s, doubling up to 10 s); the
-first call that succeeds ends it. Each start and end is reported once.
+during which calls are skipped until a backoff has passed (0.5 s, doubling up to 10 s, or
+less: a worker passes a third of its lease, so that it renews its jobs' leases in time once
+the database is back); the first call that succeeds ends it. Each start and end is reported
+once.
 
 :class:`Writes` keeps the newest save of each running job and every final status until they
 are written. While the database is away the children keep running and nothing is lost; a
@@ -25,6 +27,7 @@ from dbdict_worker.store import Booking, Token
 from dbdict_worker.worker.events import (Milestone, OutageEnded, OutageStarted, TakenAway,
                                          Written)
 from dbdict_worker.worker.ports import QueueStore, RunsJob
+from dbdict_worker.worker.restarts import Restart
 
 log = logging.getLogger("dbdict_worker.worker")
 
@@ -46,13 +49,15 @@ class Outage:
     thread that makes the calls (the supervisor's loop) only."""
 
     def __init__(self, on_change: Callable[[Milestone], None] = lambda m: None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_backoff: float = MAX_BACKOFF) -> None:
         self.clock = clock
         self.on_change = on_change
+        self.max_backoff = max_backoff
         #: clock() when the current outage started (a call gave up); None while healthy.
         self.down_since: float | None = None
-        #: clock() since when no call has failed: judging others' heartbeats waits for a lease.
-        self.healthy_since = clock()
+        #: clock() since when no call has failed; None: none ever has.
+        self.healthy_since: float | None = None
         self.retry_at = 0.0
         self._backoff = FIRST_BACKOFF
         self._failing = False
@@ -66,8 +71,11 @@ class Outage:
         return self.clock() - self.down_since if self.down_since is not None else 0.0
 
     def healthy_for(self, seconds: float) -> bool:
-        """Whether the database has answered without a failure for ``seconds``."""
-        return self.down_since is None and self.clock() - self.healthy_since >= seconds
+        """Whether the database has answered without a failure for ``seconds``, or without
+        any failure since this tracker was made."""
+        if self.down_since is not None:
+            return False
+        return self.healthy_since is None or self.clock() - self.healthy_since >= seconds
 
     def retry_now(self) -> None:
         """Let the next call through even within the backoff."""
@@ -108,10 +116,10 @@ class Outage:
         self._failing = True
         if self.down_since is None:
             self.down_since = now
-            self._backoff = FIRST_BACKOFF
+            self._backoff = min(FIRST_BACKOFF, self.max_backoff)
             self.on_change(OutageStarted(reason))
         self.retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+        self._backoff = min(self._backoff * 2, self.max_backoff)
 
 
 @dataclasses.dataclass
@@ -125,12 +133,13 @@ class PendingSave:
 
 @dataclasses.dataclass
 class Final:
-    """A final status waiting to be written."""
+    """A final status waiting to be written; for START, ``restart`` says how it is requeued."""
 
     booking: Booking
     result: RunResult
-    record_workdir: str
+    record_workdir: str | None  # None: the job never had a workdir
     seconds: float
+    restart: Restart = dataclasses.field(default_factory=Restart)
 
 
 class Writes:
@@ -213,11 +222,15 @@ class Writes:
         token = final.booking.token
         try:
             if outcome.status == Status.START:
+                restart = final.restart
+                reason = restart.reason or outcome.error
                 self.store.requeue_job(token, priority=RESTART_PRIORITY, state=outcome.state,
-                                       reason=outcome.error or "incomplete",
-                                       workdir=final.record_workdir)
-                log.info("job %d requeued at priority %g after %.1fs (%s)", job.id,
-                         RESTART_PRIORITY, final.seconds, outcome.error or "INCOMPLETE")
+                                       reason=reason or "incomplete",
+                                       workdir=final.record_workdir, delay=restart.delay,
+                                       restarts=restart.restarts)
+                log.info("job %d requeued at priority %g after %.1fs (%s)%s", job.id,
+                         RESTART_PRIORITY, final.seconds, reason or "INCOMPLETE",
+                         f", bookable in {restart.delay:.3g}s" if restart.delay > 0 else "")
             else:
                 self.store.finish(token, outcome.status, state=outcome.state,
                                   error=outcome.error, workdir=final.record_workdir)

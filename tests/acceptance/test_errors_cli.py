@@ -118,3 +118,28 @@ def nothing_written_pg(url: str) -> None:
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar() == 0
     engine.dispose()
+
+
+BAD_TABLE_NAMES = ["a/b", "..", ".", "a\nb", "x" * 300, "a,b", " padded"]
+
+
+def test_table_names_that_cannot_be_a_directory_are_refused(cli):
+    for name in BAD_TABLE_NAMES:
+        starts = [] if name in ("a,b", " padded") else [  # for a worker: a list, stripped
+            ["dbdict-worker", "start", "--until-empty", "--table", name]]
+        for args in [["dbdict-enqueue", "pkg.exp", "x=1", "--table", name],
+                     ["dbdict-enqueue", "pkg.exp", "x=1", "--dry-run", "--table", name],
+                     *starts]:
+            proc = cli(*args, ok=False)
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert "invalid table name" in one_line(proc), (args, proc.stderr)
+    nothing_written(cli)
+
+
+def test_a_table_in_the_url_is_one_directory_name(pg_url, tmp_path):
+    for tail in ("/tbl/extra", "/..", "/a,b"):
+        proc = Cli(pg_url + tail, tmp_path)("dbdict-enqueue", "pkg.exp", "x=1", ok=False)
+        assert proc.returncode == 2, (tail, proc.stderr)
+        assert "invalid table name" in one_line(proc)
+    nothing_written_pg(pg_url)
+    Cli(pg_url + "/tbl", tmp_path)("dbdict-enqueue", "pkg.exp", "x=1")  # one name is fine

@@ -35,6 +35,7 @@ def total(n: int) -> int:
 @pytest.mark.slow
 def test_two_workers_run_two_hundred_jobs_each_once(pg_store, pg_url, tmp_path, workers):
     exproot = tmp_path / "exproot"
+    exproot.mkdir()  # a worker never creates a missing root: it may be an unmounted disk
     ids = pg_store.enqueue(LOOP, [{"total": 10 + i % 7, "i": i} for i in range(200)]).created
     a = workers(pg_url, "a", "--slots", "2", "--until-empty", "--exproot", str(exproot))
     b = workers(pg_url, "b", "--slots", "2", "--until-empty", "--exproot", str(exproot))
@@ -65,6 +66,7 @@ def test_two_workers_run_two_hundred_jobs_each_once(pg_store, pg_url, tmp_path, 
 def test_sigterm_requeues_with_saved_step_and_another_worker_resumes(
         pg_store, pg_url, tmp_path, workers):
     exproot = tmp_path / "exproot"
+    exproot.mkdir()  # a worker never creates a missing root: it may be an unmounted disk
     (job_id,) = pg_store.enqueue(LOOP, [{"total": 300, "sleep": 0.02}]).created
     a = workers(pg_url, "a", "--exproot", str(exproot), "--grace", "20")
     wait_for(lambda: step_of(pg_store, job_id) > 20, 60, "saved progress")
@@ -89,6 +91,7 @@ def test_sigterm_requeues_with_saved_step_and_another_worker_resumes(
 
 def test_kill9_worker_job_is_rescued_and_rerun(pg_store, pg_url, tmp_path, workers):
     exproot = tmp_path / "exproot"
+    exproot.mkdir()  # a worker never creates a missing root: it may be an unmounted disk
     (job_id,) = pg_store.enqueue(LOOP, [{"total": 150, "sleep": 0.02}]).created
     fast = ("--heartbeat", "0.3", "--lease", "2", "--exproot", str(exproot),
             "--poll-interval", "0.2")
@@ -167,6 +170,7 @@ def test_idle_worker_picks_up_a_new_job_without_fast_polling(pg_store, pg_url, w
 def test_failures_end_in_defined_statuses_and_the_worker_goes_on(
         pg_store, pg_url, tmp_path, workers):
     exproot = tmp_path / "exproot"
+    exproot.mkdir()  # a worker never creates a missing root: it may be an unmounted disk
     bad_import = pg_store.enqueue("no_such_pkg_xyz.run", [{"x": 1}]).created[0]
     raises = pg_store.enqueue("dbdict_worker.examples.fail", [{"x": 2}]).created[0]
     good = pg_store.enqueue("dbdict_worker.examples.add", [{"first": 1, "second": 1}])\
@@ -185,6 +189,7 @@ def test_failures_end_in_defined_statuses_and_the_worker_goes_on(
 def test_unwritable_exproot_is_err_sync_with_local_copy_kept(
         pg_store, pg_url, tmp_path, workers):
     exproot = tmp_path / "exproot"
+    exproot.mkdir()  # a worker never creates a missing root: it may be an unmounted disk
     (job_id,) = pg_store.enqueue(LOOP, [{"total": 100, "sleep": 0.02}]).created
     a = workers(pg_url, "a", "--exproot", str(exproot), "--until-empty",
                 "--workdir-base", str(tmp_path / "local"),

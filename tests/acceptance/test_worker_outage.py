@@ -38,8 +38,10 @@ def private_db(private_pg):
 def test_database_restart_under_running_jobs(private_pg, private_db, tmp_path):
     store = Store.open(private_db, retry_seconds=30)
     ids = store.enqueue(LOOP, [{"total": 80, "sleep": 0.05, "i": i} for i in range(8)]).created
-    # A lease shorter than the outage: only the "healthy for a whole lease" rule keeps the
-    # workers from taking each other's jobs when the database comes back.
+    # A lease shorter than the outage: the jobs pause before their lease ends and go on once
+    # their worker renews it; no heartbeat counts as older than the server's start, so each
+    # worker has a whole lease after the restart to renew before anyone may take its jobs.
+    (tmp_path / "exproot").mkdir()
     args = ("--slots", "2", "--heartbeat", "0.5", "--lease", "3", "--poll-interval", "0.5",
             "--until-empty", "--exproot", str(tmp_path / "exproot"))
     workers = [WorkerProc(private_db, tmp_path, f"w{k}", *args) for k in range(2)]
@@ -61,6 +63,8 @@ def test_database_restart_under_running_jobs(private_pg, private_db, tmp_path):
         assert "lost" not in [e.kind for e in store.events(job.id)]
     logs = [w.log() for w in workers]
     assert any("database unreachable" in log for log in logs)
+    # The jobs did pause (the outage outlasted what their lease allows) and were resumed.
+    assert any("resumed: its lease is renewed" in log for log in logs)
     for log in logs:  # the outage is logged once, not once per retry
         assert log.count("database unreachable") <= 1
         if "database unreachable" in log:

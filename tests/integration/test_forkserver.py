@@ -36,6 +36,30 @@ def test_many_quick_jobs_all_report_their_outcome(server, tmp_path):
     assert (tmp_path / "j3" / "stdout").read_text() == "3 + 1 = 4\n"
 
 
+def test_jobs_spawned_from_several_threads_each_get_their_own_process(server, tmp_path):
+    # Replies name no request: a spawn must never take another thread's child for its own.
+    import threading
+
+    procs: list[JobProcess] = []
+
+    def spawn(k: int) -> None:
+        for i in range(15):
+            procs.append(JobProcess.start(JobSpec(EX + "loop", {"total": 3},
+                                                  workdir=tmp_path / f"t{k}-{i}"),
+                                          forkserver=server))
+
+    threads = [threading.Thread(target=spawn, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(procs) == 45
+    for proc in procs:
+        assert proc.wait(30) is not None
+        started = (proc.workdir.path / "starts.log").read_text().split()
+        assert int(started[-1]) == proc.pid
+
+
 def test_own_session_signals_cwd_and_environment(server, tmp_path, monkeypatch):
     monkeypatch.setenv("DBDICT_DB", "postgresql://u:Secret-Pw-123@h/db")
     monkeypatch.setenv("PGPASSWORD", "Secret-Pw-123")

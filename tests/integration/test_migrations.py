@@ -7,9 +7,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from dbdict_worker.db import migrate
+from dbdict_worker.constants import DEFAULT_MAX_RESTARTS, DEFAULT_TABLE, Status
+from dbdict_worker.db import migrate, queue
 from dbdict_worker.db.schema import SCHEMA_REVISION, VERSION_TABLE, metadata
 from dbdict_worker.errors import SchemaError
+from dbdict_worker.state import flatten, param_hash
 from dbdict_worker.store import Store
 
 
@@ -69,12 +71,12 @@ def test_upgrade_from_0001_keeps_the_jobs_and_compares_bytes(empty_pg_url):
         command.upgrade(migrate.alembic_config(conn), "0001")
     with store.engine.begin() as conn:
         assert migrate.current_revision(conn) == "0001"
-    old = store.enqueue("pkg.exp", [{"lr": 0.1, "name": "é"}, {"lr": 0.01, "name": "z"}])
+    old = _enqueue_as_released(store, [{"lr": 0.1, "name": "é"}, {"lr": 0.01, "name": "z"}])
     assert store.upgrade() == ("0001", SCHEMA_REVISION)
     store.close()
     store = Store.open(empty_pg_url)
     assert [(j.id, s) for j, s in store.jobs_with_state()] == [
-        (old.created[0], {"lr": 0.1, "name": "é"}), (old.created[1], {"lr": 0.01, "name": "z"})]
+        (old[0], {"lr": 0.1, "name": "é"}), (old[1], {"lr": 0.01, "name": "z"})]
     with store.engine.connect() as conn:
         collations = dict(conn.execute(sa.text(
             "SELECT c.relname || '.' || a.attname, coalesce(co.collname, '') "
@@ -86,6 +88,60 @@ def test_upgrade_from_0001_keeps_the_jobs_and_compares_bytes(empty_pg_url):
                           "state.key": "C", "state.txt": "C"}
     assert store.enqueue("pkg.exp", [{"lr": 0.1, "name": "é"}]).skipped == 1
     assert [s["name"] for _, s in store.jobs_with_state(where={"name": "é"})] == ["é"]
+    store.close()
+
+
+def _enqueue_as_released(store: Store, states: list[dict],
+                         status: Status = Status.START) -> list[int]:
+    """Jobs as an earlier release wrote them: only the columns every revision has (today's
+    enqueue writes today's columns, which an old schema lacks)."""
+    dialect = store.engine.dialect.name
+    with store.engine.begin() as conn:
+        table_id = queue.ensure_table(conn, DEFAULT_TABLE)
+        ids = []
+        for st in states:
+            flat = flatten(st)
+            ids.append(conn.execute(
+                sa.text("INSERT INTO jobs (table_id, experiment, status, params_hash) "
+                        "VALUES (:t, 'pkg.exp', :s, :h) RETURNING id"),
+                {"t": table_id, "s": int(status), "h": param_hash(flat)}).scalar_one())
+            queue.insert_state(conn, [(ids[-1], queue.prepare_state(dialect, flat))])
+    return ids
+
+
+@pytest.mark.parametrize("backend", ["empty_pg_url", "sqlite_url"])
+def test_upgrade_from_0002_adds_the_restart_columns_without_a_rewrite(request, backend):
+    """A database of revision 0002 with jobs: the upgrade keeps them, each ready now with no
+    restarts and the default limit, and (PostgreSQL) does not rewrite the jobs table, so it is
+    instant however many jobs there are."""
+    from alembic import command
+
+    url = request.getfixturevalue(backend)
+    engine = sa.create_engine(url)  # not Store.open: that makes a new SQLite file current
+    with engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(conn), "0002")
+    engine.dispose()
+    store = Store.open(url, check_schema=False)
+    ready = _enqueue_as_released(store, [{"i": i} for i in range(3)])
+    done = _enqueue_as_released(store, [{"i": 9}], Status.DONE)
+    pg = store.engine.dialect.name == "postgresql"
+    file_of_jobs = "SELECT relfilenode FROM pg_class WHERE relname = 'jobs'"
+    if pg:
+        with store.engine.connect() as conn:
+            before = conn.execute(sa.text(file_of_jobs)).scalar_one()
+    assert store.upgrade() == ("0002", SCHEMA_REVISION)
+    if pg:
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text(file_of_jobs)).scalar_one() == before
+    store.close()
+    store = Store.open(url)
+    jobs = store.jobs()
+    assert [(j.id, j.status, j.restarts, j.max_restarts, j.not_before) for j in jobs] == [
+        *[(i, Status.START, 0, DEFAULT_MAX_RESTARTS, None) for i in ready],
+        (done[0], Status.DONE, 0, DEFAULT_MAX_RESTARTS, None)]
+    booked = store.book("w1", "h", n=5)
+    assert sorted(b.job.id for b in booked) == ready
+    assert store.enqueue("pkg.exp", [{"i": 9}]).skipped == 1
     store.close()
 
 

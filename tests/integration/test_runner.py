@@ -10,7 +10,7 @@ import pytest
 
 from dbdict_worker.job.cmdexp import CommandTemplate
 from dbdict_worker.constants import Status
-from dbdict_worker.job.process import JobProcess, JobSpec, Outcome
+from dbdict_worker.job.process import JobProcess, JobSpec, Outcome, StartError
 from dbdict_worker.state import read_conf
 from tests.support.waiting import wait_for
 
@@ -244,3 +244,59 @@ def test_files_in_the_workdir_never_shadow_the_runners_modules(tmp_path):
         (wd / f"{name}.py").write_text("raise SystemExit('shadowed!')\n")
     outcome = run(JobSpec(EX + "add", {"first": 1, "second": 2}, workdir=wd))
     assert outcome.status == Status.DONE, outcome.error
+
+
+def test_resume_takes_current_conf_of_the_same_job_over_the_given_state(tmp_path):
+    # The given state plays the database's copy; current.conf, the state the files beside it
+    # were saved with. What a run starts from is what it writes to current.conf first.
+    from dbdict_worker.examples.checkpoint import write
+    from dbdict_worker.state import write_conf
+
+    wd = tmp_path / "job"
+    wd.mkdir()
+    spec = dict(experiment=EX + "checkpoint", workdir=wd, reserved={"dbdict.id": 7})
+
+    def files_of_step_3() -> None:
+        cwd = os.getcwd()
+        os.chdir(wd)
+        try:
+            write(3, 1 + 2 + 3)
+        finally:
+            os.chdir(cwd)
+
+    files_of_step_3()
+    write_conf(wd / "current.conf", {"total": 5, "step": 3, "dbdict.id": 7})
+    # The database ran ahead (step 4, never pushed with its files): current.conf wins.
+    outcome = run(JobSpec(state={"total": 5, "step": 4}, **spec))
+    assert outcome.status == Status.DONE, outcome.error
+    assert outcome.state["result"] == 15
+    # A current.conf of another job is not this job's save: refused, nothing overwritten.
+    write_conf(wd / "current.conf", {"total": 5, "step": 3, "dbdict.id": 8})
+    with pytest.raises(StartError, match="belongs to job 8"):
+        JobProcess.start(JobSpec(state={"total": 5}, **spec))
+    assert read_conf(wd / "current.conf")["dbdict.id"] == 8
+    # One that names no job (not a worker's save): the given state is used.
+    write_conf(wd / "current.conf", {"total": 5, "step": 1})
+    files_of_step_3()
+    outcome = run(JobSpec(state={"total": 5, "step": 3}, **spec))
+    assert outcome.status == Status.DONE and outcome.state["result"] == 15
+
+
+def test_a_save_that_pushes_waits_for_the_answer(tmp_path):
+    # The child asks for a push at its first save point and goes on only once answered: until
+    # then the files on disk stay those of that save.
+    wd = tmp_path / "job"
+    proc = JobProcess.start(JobSpec(EX + "checkpoint", {"total": 3}, workdir=wd,
+                                    save_interval=0, push_interval=3600))
+    try:
+        (first,) = wait_for(proc.take_push_requests, 30, "a push request")
+        assert first["step"] == 1
+        time.sleep(0.5)  # the child must not move on by itself; nothing to wait for instead
+        assert proc.take_push_requests() == [] and conf_step(wd) == 1
+        assert '"step": 1' in (wd / "weights.json").read_text()
+        proc.answer_push(True)
+        outcome = proc.wait(30)
+        assert outcome is not None and outcome.status == Status.DONE
+        assert outcome.state["result"] == 6
+    finally:
+        proc.kill()

@@ -404,3 +404,21 @@ def test_a_second_stop_signal_kills_the_jobs_at_once(pg_store, pg_url, start, mo
         (Status.START, RESTART_PRIORITY, 1, None)
     assert state["step"] >= before and state["stops"] >= 1
     assert kinds(pg_store, job_id) == ["booked", "requeued"]
+
+
+def test_a_reconnected_listener_makes_a_worker_of_named_tables_look_for_jobs(pg_url):
+    """Notices sent while the LISTEN connection was away are lost: its reconnect notice (no
+    channel) must make the worker poll, also when it books from named tables only."""
+    from dbdict_worker.db.listen import RECONNECTED
+    from dbdict_worker.db.workers import JOBS_CHANNEL
+    from dbdict_worker.worker.events import JobsReady
+
+    store = Store.open(pg_url, retry_seconds=5)
+    try:
+        supervisor = Supervisor(store, WorkerConfig(tables=["t1"], poll_only=True))
+        supervisor._on_listen("", RECONNECTED)
+        assert isinstance(supervisor.messages.get_nowait(), JobsReady)
+        supervisor._on_listen(JOBS_CHANNEL, "other_table")  # another table's: no wake-up
+        assert supervisor.messages.empty()
+    finally:
+        store.close()

@@ -15,8 +15,9 @@ from dbdict_worker.constants import Status
 from dbdict_worker.job.jobrun import JobRun
 from dbdict_worker.job.process import JobSpec
 from dbdict_worker.state import read_conf
-from dbdict_worker.job.sync import ExpRoot, PeriodicPusher, SyncConfig, Syncer, SyncError
+from dbdict_worker.job.sync import ExpRoot, SavePusher, SyncConfig, Syncer, SyncError
 from tests.support.sshd import Sshd, free_port, sshd  # noqa: F401 (the fixture)
+from tests.support.waiting import wait_for
 
 EX = "dbdict_worker.examples."
 FAST = dict(attempts=2, wait_initial=0.01, wait_max=0.05, max_seconds=30)
@@ -161,20 +162,39 @@ def test_permanent_failures_are_not_retried(tmp_path, monkeypatch):
     assert time.monotonic() - started < 1, "no backoff for what cannot get better"
 
 
-def test_periodic_pusher_pushes_at_most_every_interval(tmp_path):
+def test_save_pusher_pushes_then_answers_and_stops_when_not_allowed(tmp_path):
     syncer = Syncer(ExpRoot.parse(str(tmp_path / "r")), tmp_path / "w", SyncConfig(**FAST))
     syncer.pull()
-    pusher = PeriodicPusher(syncer, interval=0.3)
+    allowed = [True]
+    answers: list[bool] = []
+    pusher = SavePusher(syncer, allowed=lambda: allowed[0])
     try:
-        started = time.monotonic()
-        while time.monotonic() - started < 1.0:
-            (syncer.local / "step").write_text(str(time.monotonic()))
-            pusher.saved()
-            time.sleep(0.01)
+        (syncer.local / "step").write_text("1")
+        pusher.request(answers.append)
+        wait_for(lambda: answers, 10, "the first answer")
+        assert answers == [True] and (tmp_path / "r" / "step").read_text() == "1", \
+            "answered once the files are in the exproot"
+        allowed[0] = False  # the job was taken away: nothing more is written there
+        (syncer.local / "step").write_text("2")
+        pusher.request(answers.append)
+        wait_for(lambda: len(answers) == 2, 10, "the second answer")
     finally:
         pusher.close()
-    assert 1 <= pusher.pushes <= 4 and pusher.failures == 0
-    assert (tmp_path / "r" / "step").exists()
+    assert answers == [True, False] and (tmp_path / "r" / "step").read_text() == "1"
+    assert pusher.pushes == 1 and pusher.failures == 0
+
+
+def test_a_same_size_rewrite_within_the_second_is_pushed(tmp_path):
+    # rsync's quick check compares whole seconds unless told otherwise: a checkpoint
+    # rewritten with the same size right after a push would stay stale in the exproot.
+    syncer = Syncer(ExpRoot.parse(str(tmp_path / "r")), tmp_path / "w", SyncConfig(**FAST))
+    syncer.pull()
+    for i in range(10):
+        tmp = syncer.local / "w.tmp"
+        tmp.write_text(f"{i:05d}")
+        os.replace(tmp, syncer.local / "weights")
+        syncer.push()
+        assert (tmp_path / "r" / "weights").read_text() == f"{i:05d}"
 
 
 def test_a_local_exproot_that_is_away_for_a_moment_is_waited_for(tmp_path):

@@ -1,6 +1,7 @@
 """A TCP forwarder between a test's clients and its PostgreSQL that the test can cut: the
 network between one worker and the database, failing (connections dropped, new ones closed at
-once) and healing."""
+once; or, silently, bytes that stop flowing on sockets that stay open, like a pulled cable)
+and healing."""
 from __future__ import annotations
 
 import socket
@@ -25,9 +26,18 @@ class Proxy:
         self._open = True
         self._closed = False
         self._sockets: set[socket.socket] = set()
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._held: list[socket.socket] = []  # accepted during a silent cut, never answered
         threading.Thread(target=self._accept, name="proxy", daemon=True).start()
 
-    def cut(self) -> None:
+    def cut(self, *, silent: bool = False) -> None:
+        """Drop every connection and refuse new ones; ``silent``: keep every socket open but
+        forward nothing (what is sent is held, and delivered once restored), and never answer
+        new connections, as when a cable is pulled."""
+        if silent:
+            self._flowing.clear()
+            return
         with self._lock:
             self._open = False
             dropped, self._sockets = self._sockets, set()
@@ -37,10 +47,15 @@ class Proxy:
     def restore(self) -> None:
         with self._lock:
             self._open = True
+            held, self._held = self._held, []
+        self._flowing.set()
+        for sock in held:  # their clients gave up long ago (connect timeout)
+            _drop(sock)
 
     def close(self) -> None:
         self._closed = True
         self.cut()
+        self.restore()  # wakes the pumps held by a silent cut: their sockets are closed
         self._server.close()
 
     def _accept(self) -> None:
@@ -51,6 +66,10 @@ class Proxy:
                 continue
             except OSError:
                 return
+            if not self._flowing.is_set():
+                with self._lock:
+                    self._held.append(client)
+                continue
             try:
                 upstream = socket.create_connection(self.upstream, timeout=5)
                 upstream.settimeout(None)
@@ -71,6 +90,7 @@ class Proxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -5,11 +5,17 @@
 
 It starts a PostgreSQL server of its own (``initdb``/``pg_ctl`` from the machine's PostgreSQL,
 as the ``postgres`` user when run as root, on 127.0.0.1 only, durable unless ``--fast``),
-enqueues N short runs of the resumable example ``dbdict_worker.examples.loop``, starts W
+enqueues N short runs of the resumable example ``dbdict_worker.examples.loop`` (a quarter of
+them, where it exists, of ``dbdict_worker.examples.checkpoint``, whose weights live in a
+checkpoint file that must agree with its state), starts W
 ``dbdict-worker start`` processes, and while they work:
 
 - every few seconds kills a random worker with SIGKILL or SIGTERM and starts it again;
 - restarts PostgreSQL once (down longer than the lease), a quarter of the way through;
+- stops one worker with SIGSTOP for longer than the lease, then SIGCONT, 40% of the way:
+  its jobs are rescued meanwhile, and it must not finish (or save) what it no longer owns;
+- cuts the network between worker 0 (which reaches PostgreSQL through a TCP proxy) and the
+  database once for longer than the lease, 60% of the way through, then restores it;
 - takes the exproot away once (its path becomes a symlink to a plain file, so every mkdir and
   rsync into it fails) for a few seconds, half of the way through. Jobs booked meanwhile end
   ERR_START (their pull failed) and jobs whose final push failed end ERR_SYNC: that is the
@@ -30,30 +36,31 @@ and the loss limit (a different feature) must not turn a thrice-unlucky job into
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import dataclasses
 import json
 import os
 import random
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import sqlalchemy as sa
 
 from tests.soak import checks
 from tests.soak.checks import ChaosReport, summary
-from tests.support.pgcluster import PgServer, server_unavailable
+from tests.soak.harness import (LOOP, TICK, Fleet, WorkerProc, WorkerSettings, add_run_options,
+                                cli_prelude)
+from tests.support.pgcluster import server_unavailable
+from tests.support.proxy import Proxy
 from dbdict_worker.constants import Status
 from dbdict_worker.store import Store
 
-LOOP = "dbdict_worker.examples.loop"
-#: The driver's pacing between looks at the queue (not a correctness wait).
-TICK = 0.5
+
+#: The example whose weights live in a checkpoint file (if this checkout has it yet).
+CHECKPOINT = "dbdict_worker.examples.checkpoint"
 
 
 @dataclasses.dataclass
@@ -70,6 +77,11 @@ class ChaosConfig:
     exproot_down: float = 8.0
     pg_restart_at: float = 0.25  # fraction of jobs DONE
     exproot_outage_at: float = 0.5
+    stall_at: float = 0.4  # SIGSTOP of a worker, for stall_s
+    stall_s: float = 8.0  # longer than the lease
+    netcut_at: float = 0.6  # worker 0's network cut, for netcut_s
+    netcut_s: float = 10.0  # longer than the lease
+    checkpoint_share: float = 0.25  # of the jobs, when the checkpoint example exists
     lease: float = 3.0
     grace: float = 5.0
     save_interval: float = 0.25
@@ -82,28 +94,6 @@ class ChaosConfig:
             else 180.0 + 0.5 * self.jobs
 
 
-class _Worker:
-    """One ``dbdict-worker start`` process of the soak (its output goes to a log file)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> None:
-        self.log_path = log
-        self._offset = log.stat().st_size if log.exists() else 0
-        with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                         start_new_session=True)  # Ctrl-C is the driver's
-        self.term_at: float | None = None
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def announced(self) -> bool:
-        """Whether it logged "worker ... started" (its signal handlers are in place)."""
-        with open(self.log_path, "rb") as f:
-            f.seek(self._offset)
-            return b" started: " in f.read()
-
-
 class Chaos:
     """One soak run; :meth:`run` always cleans up, whatever happens."""
 
@@ -113,18 +103,26 @@ class Chaos:
         seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(1 << 30)
         self.rng = random.Random(seed)
         self.report = ChaosReport(cfg.jobs, cfg.workers, cfg.slots, seed, cfg.durable)
-        self.dir = Path(tempfile.mkdtemp(prefix="dbdict-chaos-", dir=cfg.root))
-        os.chmod(self.dir, 0o755)  # the server runs as postgres when we are root
-        self.exproot = self.dir / "exproot"  # a symlink the outage repoints
-        self.server: PgServer | None = None
-        self.engine: sa.Engine | None = None
-        self.workers: list[_Worker | None] = [None] * cfg.workers
-        self.killed_pids: set[int] = set()
+        self.fleet = Fleet(cfg.workers, WorkerSettings(cfg.slots, cfg.lease, cfg.grace,
+                                                       save_interval=cfg.save_interval),
+                           prefix="dbdict-chaos-", root=cfg.root, fail=self._fail)
+        self.dir = self.fleet.dir
+        self.exproot = self.fleet.exproot  # a symlink the outage repoints
+        self.workers = self.fleet.workers
+        self.killed_pids = self.fleet.killed_pids
         self.created: dict[int, int] = {}
         self.outage_until: float | None = None
         self._outage_start = 0.0
         self.outage_over = False
         self.requeued: set[int] = set()
+        self.proxy: Proxy | None = None
+        # Workers whose leases the driver let run out (SIGSTOP, network cut): their jobs'
+        # losses are due, as a SIGKILLed worker's are.
+        self.excused_pids: set[int] = set()
+        self.stall: tuple[WorkerProc, float] | None = None  # (worker, until)
+        self.stall_over = False
+        self.netcut_until: float | None = None
+        self.netcut_over = False
 
     # --- the whole run -----------------------------------------------------------------------
 
@@ -150,22 +148,26 @@ class Chaos:
 
     def _setup(self) -> None:
         cfg = self.cfg
-        self.server = PgServer(self.dir / "pg", durable=cfg.durable).init()
-        self.server.start()
-        url = self.server.url()
-        with Store.open(url, check_schema=False) as store:
-            store.upgrade()
-        self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        (self.dir / "exproot.d").mkdir()
+        url = self.fleet.start_server(durable=cfg.durable)
+        self.server, self.engine = self.fleet.server, self.fleet.engine
         (self.dir / "exproot.off").write_text("the exproot is away (chaos outage)\n")
-        self.exproot.symlink_to(self.dir / "exproot.d")
-        (self.dir / "logs").mkdir()
+        n_ckpt = int(cfg.jobs * cfg.checkpoint_share) \
+            if importlib.util.find_spec(CHECKPOINT) is not None else 0
         params = [{"total": self.rng.randint(5, 30),
                    "sleep": round(self.rng.uniform(0.01, 0.03), 3), "i": i}
                   for i in range(cfg.jobs)]
+        for p in params[:n_ckpt]:
+            p["ckpt_every"] = self.rng.randint(1, 4)
         with Store.open(url, retry_seconds=60) as store:
-            ids = store.enqueue(LOOP, params, table="chaos", max_attempts=1000).created
+            ids = store.enqueue(CHECKPOINT, params[:n_ckpt], table="chaos",
+                                max_attempts=1000).created if n_ckpt else []
+            ids += store.enqueue(LOOP, params[n_ckpt:], table="chaos",
+                                 max_attempts=1000).created
         self.created = dict(zip(ids, range(cfg.jobs)))
+        self.report.checkpoint_jobs = n_ckpt
+        assert self.fleet.worker_url is not None
+        self.proxy = Proxy(self.fleet.worker_url)
+        self.fleet.urls[0] = self.proxy.url  # worker 0, restarts included
         self.report.plan_start = self._plan()
         self.say(f"chaos: {cfg.jobs} jobs enqueued in {self.dir}; PostgreSQL on port "
                  f"{self.server.port} ({'durable' if cfg.durable else 'fast'}), seed "
@@ -174,18 +176,7 @@ class Chaos:
             self._start_worker(k)
 
     def _start_worker(self, k: int) -> None:
-        cfg = self.cfg
-        exe = Path(sys.executable).parent / "dbdict-worker"
-        argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "dbdict_worker.cli.worker"]
-        argv += ["start", "--slots", str(cfg.slots), "--heartbeat", "0.5",
-                 "--lease", str(cfg.lease), "--poll-interval", "0.5", "--grace", str(cfg.grace),
-                 "--exproot", str(self.exproot), "--workdir-base", str(self.dir / "local")]
-        env = {k_: v for k_, v in os.environ.items() if not k_.startswith("DBDICT_")}
-        assert self.server is not None
-        # DBDICT_CHAOS_RUN marks every process the workers start (see checks.processes_in).
-        env.update(DBDICT_DB=self.server.url(), DBDICT_SAVE_INTERVAL=str(cfg.save_interval),
-                   DBDICT_CHAOS_RUN=str(self.dir))
-        self.workers[k] = _Worker(argv, env, self.dir / "logs" / f"worker{k}.log", self.dir)
+        self.fleet.start_worker(k)
 
     # --- the storm ---------------------------------------------------------------------------
 
@@ -215,7 +206,12 @@ class Chaos:
                     self.report.plan_mid = self._plan()
                     self._exproot_down(now)
                 active = counts.get(Status.START, 0) + counts.get(Status.RUNNING, 0)
-                if self.outage_over and self.report.pg_restarts:
+                if not self.stall_over and self.stall is None and done >= cfg.stall_at * n:
+                    self._stall(now)
+                if self.netcut_until is None and done >= cfg.netcut_at * n:
+                    self._netcut(now)
+                if self.outage_over and self.report.pg_restarts and self.stall_over \
+                        and self.netcut_over:
                     if active == 0 and not self._requeue_sync_failures():
                         break  # nothing runs, nothing to requeue: the storm is over
                     if active:
@@ -224,10 +220,11 @@ class Chaos:
                     next_note = now + 10
                     self.say(f"chaos: {done}/{n} DONE, {active} queued or running, "
                              f"{self.report.sigkills} SIGKILL, {self.report.sigterms} SIGTERM")
+            self._heal(now)
             if self.outage_until is not None and not self.outage_over \
                     and now >= self.outage_until:
                 self._exproot_up()
-            self._service_workers(now)
+            self.report.worker_restarts += self.fleet.service(now)
             if now >= next_kill and (counts is None or counts.get(Status.DONE, 0) < n):
                 self._kill_random()
                 next_kill = now + self._gap()
@@ -247,17 +244,18 @@ class Chaos:
         return self.rng.uniform(0.5, 1.5) * self.cfg.kill_interval
 
     def _kill_random(self) -> None:
-        candidates = [k for k, w in enumerate(self.workers)
-                      if w is not None and w.alive() and w.term_at is None]
+        spared = {0} if self.netcut_until is not None and not self.netcut_over else set()
+        if self.stall is not None:
+            spared |= {k for k, w in enumerate(self.workers) if w is self.stall[0]}
+        candidates = [k for k, w in enumerate(self.workers) if w is not None and w.alive()
+                      and w.term_at is None and k not in spared]
         if not candidates:
             return
         k = self.rng.choice(candidates)
         w = self.workers[k]
         assert w is not None
         if self.rng.random() < 0.5:
-            w.proc.kill()
-            w.proc.wait(30)  # SIGKILL cannot be caught: this returns at once
-            self.killed_pids.add(w.proc.pid)
+            self.fleet.sigkill(w)
             self.report.sigkills += 1
             self._start_worker(k)
             self.report.worker_restarts += 1
@@ -266,41 +264,44 @@ class Chaos:
             w.term_at = time.monotonic()
             self.report.sigterms += 1
 
-    def _service_workers(self, now: float) -> None:
-        """Restart workers that stopped after a SIGTERM (or died on their own: a failure)."""
-        for k, w in enumerate(self.workers):
-            if w is None:
-                continue
-            rc = w.proc.poll()
-            if rc is None:
-                if w.term_at is not None and now - w.term_at > self._stop_bound():
-                    self._fail(f"worker {w.proc.pid} ignored SIGTERM for "
-                               f"{self._stop_bound():.0f}s")
-                    w.proc.kill()
-                    w.proc.wait(30)
-                    self.killed_pids.add(w.proc.pid)
-                continue
-            self._judge_exit(w, rc)
-            self._start_worker(k)
-            self.report.worker_restarts += 1
-
-    def _judge_exit(self, w: _Worker, rc: int) -> None:
-        """A worker we did not SIGKILL must exit 0 after SIGTERM, and never by itself."""
-        if w.proc.pid in self.killed_pids:
+    def _stall(self, now: float) -> None:
+        """SIGSTOP a live worker (not its job processes) for longer than the lease."""
+        live = [w for w in self.workers if w is not None and w.alive() and w.term_at is None]
+        if not live:
             return
-        if w.term_at is None:
-            self.report.unexpected_worker_exits += 1
-            self._fail(f"worker {w.proc.pid} exited by itself with {rc} ({w.log_path})")
-        elif rc == -signal.SIGTERM and not w.announced():
-            # Killed by the signal before its handlers were installed (still importing or
-            # opening the store): nothing was booked yet. Counted, not a failure.
-            self.report.sigterm_before_ready += 1
-        elif rc != 0:
-            self._fail(f"worker {w.proc.pid} exited {rc} after SIGTERM ({w.log_path})")
+        w = self.rng.choice(live)
+        self.say(f"chaos: SIGSTOP worker {w.proc.pid} for {self.cfg.stall_s:g}s")
+        os.kill(w.proc.pid, signal.SIGSTOP)
+        self.excused_pids.add(w.proc.pid)
+        self.stall = (w, now + self.cfg.stall_s)
 
-    def _stop_bound(self) -> float:
-        # The grace, the final pushes' retries, and the supervisor's 30 s for final writes.
-        return self.cfg.grace + 60.0
+    def _netcut(self, now: float) -> None:
+        assert self.proxy is not None
+        self.say(f"chaos: worker 0 cut off from PostgreSQL for {self.cfg.netcut_s:g}s")
+        self.proxy.cut()
+        self.netcut_until = now + self.cfg.netcut_s
+        self._netcut_start = now
+
+    def _heal(self, now: float) -> None:
+        """SIGCONT the stopped worker, restore worker 0's network, when their time is up
+        (``now`` = inf: at once)."""
+        if self.stall is not None and now >= self.stall[1]:
+            w, _ = self.stall
+            os.kill(w.proc.pid, signal.SIGCONT)
+            self.stall, self.stall_over = None, True
+            self.report.stalls += 1
+            self.say(f"chaos: SIGCONT worker {w.proc.pid}")
+        if self.netcut_until is not None and not self.netcut_over:
+            w0 = self.workers[0]
+            if w0 is not None:
+                self.excused_pids.add(w0.proc.pid)
+            if now >= self.netcut_until:
+                assert self.proxy is not None
+                self.proxy.restore()
+                self.netcut_over = True
+                self.report.netcuts += 1
+                self.report.netcut_s = round(min(now, time.monotonic()) - self._netcut_start, 1)
+                self.say("chaos: worker 0 reconnected")
 
     def _restart_pg(self) -> None:
         assert self.server is not None
@@ -356,40 +357,14 @@ class Chaos:
     # --- the end -----------------------------------------------------------------------------
 
     def _stop_workers(self) -> None:
-        live = []
-        for w in self.workers:
-            if w is None:
-                continue
-            if w.alive():
-                w.proc.send_signal(signal.SIGTERM)  # a second one for a stopping worker
-                w.term_at = w.term_at or time.monotonic()
-                live.append(w)
-            else:  # stopped after a SIGTERM of the storm, not restarted since
-                self._judge_exit(w, w.proc.returncode)
-        deadline = time.monotonic() + self._stop_bound()
-        for w in live:
-            try:
-                rc = w.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self._fail(f"worker {w.proc.pid} did not stop on SIGTERM ({w.log_path})")
-                w.proc.kill()
-                w.proc.wait(30)
-                self.killed_pids.add(w.proc.pid)
-                continue
-            self._judge_exit(w, rc)
+        # Ended early (the time limit): a stopped worker must run to hear SIGTERM.
+        self._heal(float("inf"))
+        self.fleet.stop_workers()
+        self.report.unexpected_worker_exits = self.fleet.unexpected_exits
+        self.report.sigterm_before_ready = self.fleet.sigterm_before_ready
 
     def _check_orphans(self) -> None:
-        # Job processes of SIGKILLed workers notice at their next save (the pipe is broken)
-        # and stop, and a fork server ends after its last child: give them a bounded while.
-        deadline = time.monotonic() + 15.0
-        while True:
-            left = checks.processes_in(self.dir)
-            if not left or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        self.report.orphans = [f"{pid} {cmd}" for pid, cmd in left]
-        if left:
-            self._fail(f"{len(left)} job process(es) outlived their workers")
+        self.report.orphans = self.fleet.orphans()
 
     def _verify(self) -> None:
         assert self.server is not None and self.engine is not None
@@ -398,8 +373,7 @@ class Chaos:
             checks.verify_jobs(store.jobs_with_state(), self.created, verdict)
             attempts = {j.id: j.attempts for j in store.jobs()}
         with self.engine.connect() as conn:
-            pids = conn.execute(sa.text("SELECT id, pid FROM workers")).all()
-            killed = {wid for wid, pid in pids if pid in self.killed_pids}
+            killed = self.fleet.killed_worker_ids(conn, also=self.excused_pids)
             checks.verify_events(conn, self.created, killed, verdict, attempts)
             self.report.dead_tuples = checks.dead_tuples(conn)
         self.report.plan_end = self._plan()
@@ -414,25 +388,13 @@ class Chaos:
             self._fail("PostgreSQL was not restarted")
         if self.report.exproot_outages != 1:
             self._fail("the exproot outage did not happen")
+        if self.report.stalls != 1 or self.report.netcuts != 1:
+            self._fail("the SIGSTOP or the network cut did not happen")
 
     def _cleanup(self) -> None:
-        for w in self.workers:
-            if w is not None and w.alive():
-                w.proc.kill()
-                w.proc.wait(30)
-        for pid, _ in checks.processes_in(self.dir):  # processes of our own workers
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.engine is not None:
-            self.engine.dispose()
-        if self.server is not None:
-            self.server.stop("immediate")
-        if self.cfg.keep:
-            self.report.run_dir = str(self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        if self.proxy is not None:
+            self.proxy.close()
+        self.report.run_dir = self.fleet.cleanup(self.cfg.keep)
 
 
 def run_chaos(cfg: ChaosConfig, say: Callable[[str], None] | None = None) -> ChaosReport:
@@ -461,22 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="seed of the kills and job sizes (default: random)")
     p.add_argument("--kill-interval", type=float, default=4.0, metavar="S",
                    help="mean seconds between worker kills (default 4)")
-    p.add_argument("--fast", action="store_true", help="PostgreSQL with fsync off")
-    p.add_argument("--keep", action="store_true", help="keep the run directory (logs, data)")
-    p.add_argument("--root", metavar="DIR", help="where to make the run directory")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_run_options(p)
     a = p.parse_args(argv)
     if a.jobs < 1 or a.workers < 1 or a.slots < 1:
         p.error("--jobs, --workers and --slots must be at least 1")
-    why = server_unavailable()
-    if why:
-        print(f"chaos: cannot start a private PostgreSQL: {why}", file=sys.stderr)
-        return 2
-
-    def interrupted(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # unwinds through the cleanup, like Ctrl-C
-
-    signal.signal(signal.SIGTERM, interrupted)
+    refused = cli_prelude(prog="chaos")
+    if refused is not None:
+        return refused
     cfg = ChaosConfig(jobs=a.jobs, workers=a.workers, slots=a.slots, seed=a.seed,
                       duration_limit=a.duration_limit, kill_interval=a.kill_interval,
                       durable=not a.fast, keep=a.keep, root=a.root)

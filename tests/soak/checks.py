@@ -43,6 +43,7 @@ class Verdict:
     spurious_losses: int = 0
     worker_requeues: int = 0
     user_requeues: int = 0
+    unbookings: int = 0
     max_bookings_per_job: int = 0
     history_errors: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
@@ -82,8 +83,10 @@ def verify_jobs(jobs_with_state: Iterable[tuple[Job, Mapping[str, Any]]],
             continue
         total = state.get("total")
         want = expected_result(total) if isinstance(total, int) else None
+        # The loop example keeps its sum in the state (acc); the checkpoint one in its file.
+        acc = state.get("acc") if "ckpt_every" not in state else want
         if (state.get("i") != created[job.id] or state.get("result") != want
-                or state.get("step") != total or state.get("acc") != want):
+                or state.get("step") != total or acc != want):
             bad.add(job.id)
             verdict.wrong_results += 1
             verdict.problem(f"job {job.id}: state {dict(state)} is not an uninterrupted "
@@ -102,7 +105,8 @@ def verify_events(conn: sa.Connection, created: Mapping[int, int], killed: set[s
     states queued -> running -> done/failed, and count what the kills did.
 
     A booking must end in exactly one of: ``finished`` by its owner, ``requeued`` by its owner
-    (a stop or INCOMPLETE), or ``lost`` (its owner vanished; then the owner must be one of the
+    (a stop or INCOMPLETE), ``unbooked`` by its owner (it could not start it there: the
+    attempt is taken back), or ``lost`` (its owner vanished; then the owner must be one of the
     ``killed`` worker ids: a loss of a live worker, e.g. after the PostgreSQL restart, is
     spurious). ``requeued`` without a worker is the driver's ``requeue`` of a failed job. The
     number of bookings must equal the job's ``attempts`` (the fencing counter).
@@ -153,6 +157,14 @@ def _walk(events: list[tuple[str, str | None, str]], killed: set[str],
             if state != "running" or worker != owner:
                 return done, booked, f"requeued by {worker} while {state} (owner {owner})"
             verdict.worker_requeues += 1
+            state = "queued"
+        elif kind == "unbooked":
+            # Its worker could not start it (its own machine's fault): the booking is undone,
+            # attempt and all.
+            if state != "running" or worker != owner:
+                return done, booked, f"unbooked by {worker} while {state} (owner {owner})"
+            verdict.unbookings += 1
+            booked -= 1
             state = "queued"
         elif kind == "lost":
             if state != "running":
@@ -256,6 +268,10 @@ class ChaosReport:
     exproot_down_s: float = 0.0
     err_sync_requeued: int = 0
     err_start_requeued: int = 0
+    stalls: int = 0  # workers SIGSTOPped past their lease, then SIGCONTinued
+    netcuts: int = 0
+    netcut_s: float = 0.0
+    checkpoint_jobs: int = 0  # of the jobs, those of the checkpoint example
     orphans: list[str] = dataclasses.field(default_factory=list)
     verdict: Verdict = dataclasses.field(default_factory=Verdict)
     dead_tuples: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -291,12 +307,16 @@ def summary(report: ChaosReport) -> str:
         f"PostgreSQL restarts  {report.pg_restarts} (down {report.pg_down_s:.1f} s)",
         f"exproot outages      {report.exproot_outages} ({report.exproot_down_s:.1f} s); "
         f"requeued {report.err_sync_requeued} ERR_SYNC, {report.err_start_requeued} ERR_START",
+        f"stalls, cuts         {report.stalls} SIGSTOP past the lease; {report.netcuts} "
+        f"network cut of a worker ({report.netcut_s:.1f} s)",
+        f"checkpoint jobs      {report.checkpoint_jobs} (state and checkpoint file must agree)",
         f"statuses             {v.statuses}",
         f"DONE                 {v.done}; lost {v.lost}; duplicated {v.duplicated}; wrong "
         f"results {v.wrong_results}; left RUNNING {v.running_left}; orphans {len(report.orphans)}",
         f"history              {v.bookings} bookings (max {v.max_bookings_per_job} for a job), "
         f"{v.lost_events} lost ({v.spurious_losses} spurious), {v.worker_requeues} requeued "
-        f"by workers, {v.user_requeues} by the driver; {v.history_errors} inconsistent",
+        f"by workers, {v.user_requeues} by the driver, {v.unbookings} unbooked; "
+        f"{v.history_errors} inconsistent",
         "dead tuples          " + ", ".join(
             f"{t} {d['dead']}/{d['live']} live" for t, d in report.dead_tuples.items()),
         f"booking plan         start: {plan_problem(report.plan_start) or 'ok'}; "

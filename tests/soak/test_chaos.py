@@ -1,5 +1,6 @@
 """The chaos soak, small: a few hundred jobs through real workers that are killed (SIGKILL and
-SIGTERM) and restarted, one PostgreSQL restart and one exproot outage, then every check of
+SIGTERM) and restarted, one SIGSTOPped past its lease, one cut off from the database, one
+PostgreSQL restart and one exproot outage, then every check of
 :mod:`tests.soak.chaos` (``python -m tests.soak.chaos`` runs the full-size one)."""
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def test_chaos_soak_small():
     assert report.unexpected_worker_exits == 0
     assert report.pg_restarts == 1 and report.pg_down_s >= cfg.pg_down, text
     assert report.exproot_outages == 1 and report.exproot_down_s >= cfg.exproot_down, text
+    # A worker was SIGSTOPped past its lease and worker 0 cut off from the database for
+    # longer than it: their jobs were rescued, and nothing they no longer owned was written.
+    assert report.stalls == 1 and report.netcuts == 1, text
+    assert report.netcut_s >= cfg.netcut_s, text
     assert v.history_errors == 0 and v.spurious_losses == 0, text
     assert v.bookings >= 300
     # Some kill caught jobs running: they came back by lease (SIGKILL) or were requeued by

@@ -24,7 +24,7 @@ from dbdict_worker.constants import (
     Status,
 )
 from dbdict_worker import export as exportmod
-from dbdict_worker.db import connect, migrate, queries, queue, views
+from dbdict_worker.db import connect, maintenance, migrate, queries, queue, views
 from dbdict_worker.db import workers as workerq
 from dbdict_worker.db.connect import Connection
 from dbdict_worker.db.models import (
@@ -258,7 +258,12 @@ class Store:
                 progress(len(states) * repeat)
             return EnqueueResult(created, skipped)
 
-        return self.transaction(run)
+        result = self.transaction(run)
+        if len(result.created) >= maintenance.STATS_MIN_ROWS:
+            # After the commit, in a short transaction of its own: ANALYZE inside the enqueue
+            # would hold a lock that a concurrent enqueue could wait on while we wait on it.
+            self.transaction(lambda c: maintenance.refresh_stale_stats(c, len(result.created)))
+        return result
 
     # ---------------------------------------------------------------------------------------
     # Reading

@@ -73,8 +73,10 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
               help="One slot per GPU; each job sees only its GPU in CUDA_VISIBLE_DEVICES "
                    "(env DBDICT_GPUS).")
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after booking N jobs.")
-@click.option("--until-empty", is_flag=True, help="Exit when no job is ready and all slots "
-                                                    "are idle.")
+@click.option("--until-empty", is_flag=True,
+              help="Exit when no job of its tables is ready, waiting out a restart delay, or "
+                   "RUNNING under another worker (whose jobs it rescues if that worker dies), "
+                   "and all slots are idle.")
 @click.option("--grace", type=click.FloatRange(min=0), envvar="DBDICT_GRACE", default=60.0,
               show_default=True, help="Seconds a stopped job gets to save and return "
                                       "INCOMPLETE before SIGKILL (env DBDICT_GRACE).")

@@ -42,6 +42,31 @@ def analyze(conn: Connection, tables: Sequence[str] = ("jobs",)) -> None:
     conn.exec_driver_sql(f"ANALYZE {_table_list(conn, tables)}")
 
 
+#: Enqueues smaller than this never refresh statistics themselves (autovacuum will).
+STATS_MIN_ROWS = 100
+
+
+def refresh_stale_stats(conn: Connection, added: int) -> bool:
+    """``ANALYZE jobs`` when the ``added`` new jobs outnumber the rows its statistics know of
+    (a new or emptied table after a bulk enqueue): with no statistics the planner takes the
+    table for a few rows and books through a bitmap scan and a sort instead of reading the
+    ready index in order, until autovacuum gets to it. PostgreSQL only; True if it ran.
+    Gives up at once (False) when another session holds the table's statistics lock."""
+    if conn.dialect.name != "postgresql" or added < STATS_MIN_ROWS:
+        return False
+    known = conn.exec_driver_sql(
+        "SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass").scalar()
+    if known is not None and known >= added:
+        return False
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+            conn.exec_driver_sql("ANALYZE jobs")
+    except sa.exc.OperationalError:  # lock_timeout: autovacuum or another enqueue is at it
+        return False
+    return True
+
+
 _FINISHED_JOBS = sa.text(
     "INSERT INTO jobs (table_id, experiment, status, params_hash, finished_at) "
     "SELECT :table_id, :experiment, :status, md5(g::text), now() "

@@ -255,3 +255,17 @@ def test_where_filter_uses_the_state_value_index(pg_store):
     assert "state_value" in plan, plan
     assert "Seq Scan on state" not in plan, plan
 
+
+
+def test_a_bulk_enqueue_into_a_new_table_leaves_booking_reading_the_ready_index(pg_store):
+    """With no statistics the planner takes a freshly filled jobs table for a few rows and
+    books through a bitmap scan and a sort; the enqueue refreshes them itself."""
+    from tests.soak.checks import booking_plan, plan_problem
+
+    ids = pg_store.enqueue("pkg.exp", [{"i": i} for i in range(2000)], table="fresh").created
+    plan = booking_plan(pg_store.engine)  # a worker that books from any table
+    assert plan_problem(plan) is None, plan
+    with pg_store.engine.connect() as conn:
+        known = conn.execute(sa.text(
+            "SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass")).scalar()
+    assert known >= len(ids)

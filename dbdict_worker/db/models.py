@@ -39,6 +39,18 @@ class Job:
     max_restarts: int = DEFAULT_MAX_RESTARTS
     #: A waiting job is not booked before this time (None: ready now).
     not_before: dt.datetime | None = None
+    #: Retries of failed attempts: how many, how many used, of which failure classes
+    #: (comma separated; None: none but losses), the first delay in seconds (None: default).
+    retries: int = 0
+    retried: int = 0
+    retry_on: str | None = None
+    retry_delay: float | None = None
+    #: Limits of one attempt in seconds (None: none): wall time, time without a sign of life.
+    timeout: float | None = None
+    stall_after: float | None = None
+    #: Provenance: the enqueue's ``submissions`` row, the latest attempt's facts (JSON text).
+    submission_id: int | None = None
+    run_info: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,14 @@ JOB_COLUMNS = (
     jobs.c.restarts,
     jobs.c.max_restarts,
     jobs.c.not_before,
+    jobs.c.retries,
+    jobs.c.retried,
+    jobs.c.retry_on,
+    jobs.c.retry_delay,
+    jobs.c.timeout,
+    jobs.c.stall_after,
+    jobs.c.submission_id,
+    jobs.c.run_info,
 )
 
 

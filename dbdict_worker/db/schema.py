@@ -5,6 +5,8 @@
 - ``state``: the job's state, one typed row per flat dotted key.
 - ``workers``: live and past worker daemons.
 - ``events``: an append-only history of each job.
+- ``submissions``: who enqueued jobs, how, and from which version of the code.
+- ``job_logs``: the tail of each attempt's stdout and stderr.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from dbdict_worker.constants import DEFAULT_MAX_RESTARTS
 
 #: The alembic revision this code expects (a test checks it is the migrations' head).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 #: Our own alembic version table, so we never collide with an application's ``alembic_version``.
 VERSION_TABLE = "dbdict_schema_version"
 
@@ -125,6 +127,21 @@ jobs = sa.Table(
     sa.Column("restarts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("max_restarts", sa.Integer, nullable=False,
               server_default=str(DEFAULT_MAX_RESTARTS)),
+    # Retries of failed attempts: ``retry_on`` lists the failure classes retried (comma
+    # separated: error, lost, timeout, sync; NULL: none but losses, which max_attempts
+    # bounds), ``retries`` how many, ``retried`` how many were used, ``retry_delay`` the
+    # first delay in seconds (NULL: the default).
+    sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("retried", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("retry_on", sa.Text),
+    sa.Column("retry_delay", Double),
+    # Limits of one attempt, in seconds (NULL: none): wall time, and time without a sign of
+    # life (no save, no output, no CPU time).
+    sa.Column("timeout", Double),
+    sa.Column("stall_after", Double),
+    # Provenance: the enqueue that made the job, and the latest attempt's (JSON object).
+    sa.Column("submission_id", BigId),
+    sa.Column("run_info", sa.Text),
 )
 
 # Booking reads these, ordered exactly like the booking query; they hold only ready jobs.
@@ -213,3 +230,34 @@ events = sa.Table(
 )
 sa.Index("events_job", events.c.job_id, events.c.id)
 # Autovacuum settings for the hot tables live in the migrations (PostgreSQL only).
+
+submissions = sa.Table(
+    "submissions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("created_at", Time, nullable=False, server_default=db_now()),
+    sa.Column("user", sa.Text),
+    sa.Column("host", sa.Text),
+    # The command line, as a JSON list, and the directory it ran in.
+    sa.Column("command", sa.Text),
+    sa.Column("cwd", sa.Text),
+    # The git repository holding the experiment's code, its commit, whether it had
+    # uncommitted changes and a hash of them (NULL: not in a repository, or no git).
+    sa.Column("git_repo", sa.Text),
+    sa.Column("git_commit", sa.Text),
+    sa.Column("git_dirty", sa.Boolean),
+    sa.Column("git_diff_hash", sa.Text),
+)
+
+job_logs = sa.Table(
+    "job_logs",
+    metadata,
+    sa.Column("job_id", BigId, primary_key=True),  # no foreign key: see state.job_id
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("stream", sa.Text, primary_key=True),  # 'stdout' or 'stderr'
+    # The last bytes of the stream (decoded as UTF-8, bad bytes replaced) and how many bytes
+    # the attempt wrote in all.
+    sa.Column("tail", sa.Text, nullable=False, server_default=""),
+    sa.Column("size", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_at", Time, nullable=False, server_default=db_now()),
+)

@@ -55,3 +55,11 @@ EXIT_INCOMPLETE = 75
 #: unwritable or full, exproot missing, rsync missing): the jobs went back to the queue
 #: uncounted; another machine, or this one once repaired, runs them.
 EXIT_ENVIRONMENT = 3
+
+#: The failure classes ``dbdict-enqueue --retry-on`` can name. error: the experiment raised
+#: or its process died (ERR_RUN); lost: its worker vanished (the lease ran out); timeout: it
+#: passed ``--timeout`` or hung past ``--stall-after``; sync: its workdir could not be copied
+#: back (ERR_SYNC).
+RETRY_CLASSES = ("error", "lost", "timeout", "sync")
+#: The first delay before a retry when ``--retry-delay`` is not given (seconds).
+DEFAULT_RETRY_DELAY = 60.0

@@ -191,6 +191,8 @@ class Store:
                 table: str | None = None, priority: float = DEFAULT_PRIORITY,
                 force: bool = False, repeat: int = 1, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
                 max_restarts: int = DEFAULT_MAX_RESTARTS,
+                policy: Mapping[str, Any] | None = None,
+                submission: Mapping[str, Any] | None = None,
                 progress: Callable[[int], None] | None = None) -> EnqueueResult:
         """Add one job per state (times ``repeat``) in one transaction.
 
@@ -198,7 +200,10 @@ class Store:
         ``dbdict.*`` keys), and one bad state anywhere rolls the whole enqueue back. A job
         equal to an existing one (same table, experiment, parameters and repeat index) is
         skipped unless ``force``. ``max_restarts``: how many INCOMPLETE returns in a row
-        without new progress a job may make before it ends ERR_RUN.
+        without new progress a job may make before it ends ERR_RUN. ``policy``: retries and
+        limits, as columns of :data:`~dbdict_worker.db.queue.POLICY_COLUMNS`. ``submission``:
+        this enqueue's provenance, as columns of ``submissions`` (recorded once, every job
+        made points to it).
         ``progress(n)`` is called after each batch with the number of jobs handled so far.
         """
         if not experiment or not isinstance(experiment, str):
@@ -227,10 +232,14 @@ class Store:
             return queue.insert_jobs(conn, table_id=table_id, experiment=experiment,
                                      items=items, priority=float(priority),
                                      max_attempts=max_attempts, max_restarts=max_restarts,
-                                     force=force)
+                                     policy=job_policy, force=force)
+
+        job_policy = dict(policy or {})
 
         def run(conn: Connection) -> EnqueueResult:
             table_id = queue.ensure_table(conn, table)
+            if submission is not None:
+                job_policy["submission_id"] = queue.insert_submission(conn, submission)
             created: list[int] = []
             skipped = 0
             # The next batch is checked and encoded here while a helper thread stores the

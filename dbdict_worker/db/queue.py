@@ -26,7 +26,8 @@ from dbdict_worker.db import values
 from dbdict_worker.db.models import (JOB_COLUMNS, Job, Rescued, Selection, Token, job_from_row,
                                      utc)
 from dbdict_worker.db.queries import add_events, select_jobs, select_state
-from dbdict_worker.db.schema import db_ago, db_later, db_now, events, job_tables, jobs, state
+from dbdict_worker.db.schema import (db_ago, db_later, db_now, events, job_tables, jobs, state,
+                                     submissions)
 
 SQLITE = "sqlite"
 
@@ -136,9 +137,11 @@ def insert_state(conn: Connection, payloads: Sequence[tuple[int, StatePayload]])
 
 # PostgreSQL: one statement per batch, the rows travel as two arrays, not as bound rows.
 _INSERT_JOBS_POSTGRESQL = sa.text("""
-    INSERT INTO jobs (table_id, experiment, priority, max_attempts, max_restarts, params_hash,
+    INSERT INTO jobs (table_id, experiment, priority, max_attempts, max_restarts, retries,
+                      retry_on, retry_delay, timeout, stall_after, submission_id, params_hash,
                       replica, dedup)
-    SELECT :table_id, :experiment, :priority, :max_attempts, :max_restarts, u.h, u.r, :dedup
+    SELECT :table_id, :experiment, :priority, :max_attempts, :max_restarts, :retries,
+           :retry_on, :retry_delay, :timeout, :stall_after, :submission_id, u.h, u.r, :dedup
     FROM unnest(CAST(:hashes AS text[]), CAST(:replicas AS integer[])) AS u(h, r)
     ON CONFLICT (table_id, experiment, params_hash, replica) WHERE dedup DO NOTHING
     RETURNING id, params_hash, replica
@@ -164,6 +167,18 @@ def _insert_job_rows(conn: Connection, base: dict, keys: list[tuple[str, int]],
     return [tuple(r) for r in conn.execute(_INSERT_JOBS_POSTGRESQL, params)]
 
 
+#: The job columns an enqueue may set beyond the fixed ones, with their values when not set.
+POLICY_COLUMNS: Mapping[str, Any] = {"retries": 0, "retry_on": None, "retry_delay": None,
+                                     "timeout": None, "stall_after": None,
+                                     "submission_id": None}
+
+
+def insert_submission(conn: Connection, facts: Mapping[str, Any]) -> int:
+    """Record one enqueue's provenance (columns of ``submissions``); its id."""
+    return conn.execute(sa.insert(submissions).values(**facts)
+                        .returning(submissions.c.id)).scalar_one()
+
+
 def insert_jobs(
     conn: Connection,
     *,
@@ -173,11 +188,13 @@ def insert_jobs(
     priority: float,
     max_attempts: int,
     max_restarts: int = DEFAULT_MAX_RESTARTS,
+    policy: Mapping[str, Any] | None = None,
     force: bool,
 ) -> tuple[list[int], int]:
     """Insert jobs given as ``(params_hash, replica, state payload)`` (see
     :func:`prepare_state`); returns the new ids (in
     the order of ``items``) and how many were skipped as duplicates of existing jobs.
+    ``policy`` sets the columns of :data:`POLICY_COLUMNS` (the others stay NULL or 0).
 
     Without ``force`` a job equal to an existing one (same table, experiment, parameters and
     replica) is skipped; the unique partial index makes this hold even when two enqueuers race.
@@ -185,8 +202,12 @@ def insert_jobs(
     """
     if not items:
         return [], 0
+    unknown = set(policy or ()) - set(POLICY_COLUMNS)
+    if unknown:
+        raise ValueError(f"not a job policy column: {', '.join(sorted(unknown))}")
     base = {"table_id": table_id, "experiment": experiment, "priority": priority,
-            "max_attempts": max_attempts, "max_restarts": max_restarts}
+            "max_attempts": max_attempts, "max_restarts": max_restarts,
+            **POLICY_COLUMNS, **(policy or {})}
     # Rows are matched back to items by (hash, replica): equal keys mean equal states, so
     # which of several equal items gets which id does not matter.
     made: dict[tuple[str, int], list[int]] = {}

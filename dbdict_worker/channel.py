@@ -32,6 +32,9 @@ STOP = "stop"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 DEFAULT_SAVE_INTERVAL = 1.0
 SAVE_INTERVAL_ENV = "DBDICT_SAVE_INTERVAL"
+#: The job's deadline in a job's environment (whole epoch seconds, for command experiments and
+#: the programs an experiment starts): when it will be asked to stop. Unset: no limit.
+DEADLINE_ENV = "DBDICT_DEADLINE"
 
 #: Called with the experiment's state on each flush; persists it (current.conf, the parent).
 Sink = Callable[[Mapping[str, Any]], None]
@@ -47,12 +50,22 @@ def save_interval_from_env(default: float = DEFAULT_SAVE_INTERVAL) -> float:
     return value if value >= 0 else default
 
 
+def set_deadline_env(env: dict[str, str], deadline: float | None) -> None:
+    """Put ``deadline`` (an epoch, rounded down) in ``env`` as DEADLINE_ENV, or remove a
+    value inherited from elsewhere when there is none."""
+    if deadline is None:
+        env.pop(DEADLINE_ENV, None)
+    else:
+        env[DEADLINE_ENV] = str(int(deadline))
+
+
 class Channel:
     """What an experiment talks to: ``switch()``/``channel()``, ``save()``, ``save_and_switch()``.
 
     ``sink`` persists a flushed state (the runner's writes current.conf and tells the parent);
     without one (an experiment called in-process, in a notebook or a unit test) saves are
-    no-ops. ``clock`` is injectable for tests.
+    no-ops. ``clock`` is injectable for tests. ``deadline`` (time.time() epoch; None: no
+    limit) is when the job will be asked to stop: see :meth:`time_left`.
     """
 
     COMPLETE = COMPLETE
@@ -60,8 +73,11 @@ class Channel:
 
     def __init__(self, state: Any, *, sink: Sink | None = None,
                  save_interval: float = DEFAULT_SAVE_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 deadline: float | None = None) -> None:
         self.state = state
+        #: When the job will be asked to stop (epoch; the runner sets it); None: no limit.
+        self.deadline = deadline
         self.save_interval = float(save_interval)
         #: Persists a flushed state; may be set after construction.
         self.sink = sink
@@ -82,6 +98,14 @@ class Channel:
         return STOP if self._stop else None
 
     __call__ = switch
+
+    def time_left(self) -> float | None:
+        """Seconds until this job is asked to stop (its worker's walltime, or its own
+        --timeout, whichever comes first; 0 once past), or None without a limit. After the
+        stop, the grace period is still there to save and return INCOMPLETE."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.time())
 
     def save(self) -> None:
         """Persist the state (the files written so far belong to it): now if the last flush

@@ -46,6 +46,9 @@ DEFAULT_MAX_ATTEMPTS = 3
 #: ends ERR_RUN (each such comeback waits longer first: worker/restarts.py).
 DEFAULT_MAX_RESTARTS = 20
 DEFAULT_TABLE = "default"
+#: The most jobs one ``dbdict-enqueue`` makes without ``--yes`` (counted before any is made:
+#: a sweep with one factor too many can ask for 10^9).
+MAX_ENQUEUE_JOBS = 10_000_000
 #: Prefix of the keys the system owns; users cannot enqueue them.
 RESERVED_PREFIX = "dbdict"
 #: Exit status for INCOMPLETE: of ``dbdict run`` (the same command resumes the job) and of a

@@ -59,15 +59,48 @@ class LineCounter(io.TextIOBase):
         return self.out.write(text)
 
 
-def write_json(out: IO[str], rows: Iterable[tuple[Job, Mapping[str, Any]]]) -> int:
-    """Write a JSON array of flat objects (one per job), streaming; returns the count.
+#: How JSON output writes the floats JSON has no literal for (NaN, Infinity, -Infinity):
+#: ``string`` (the default) as the strings "NaN", "Infinity", "-Infinity", which every JSON
+#: parser accepts and ``float()`` or JavaScript's ``Number()`` turn back into the number;
+#: ``null``, losing which one it was; ``raw``, the bare NaN/Infinity that Python and
+#: JavaScript's eval read but JSON.parse and jq reject.
+JSON_NAN_FORMS = ("string", "null", "raw")
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
-    Non-finite floats are written as NaN/Infinity (as Python and JavaScript read them)."""
+
+def dumps(obj: Any, *, nan: str = "string", **kwargs: Any) -> str:
+    """``json.dumps`` with non-finite floats written the ``nan`` way (see JSON_NAN_FORMS)."""
+    if nan == "raw":
+        return json.dumps(obj, allow_nan=True, **kwargs)
+    if nan not in JSON_NAN_FORMS:
+        raise ValueError(f"unknown JSON NaN form {nan!r} (one of {', '.join(JSON_NAN_FORMS)})")
+    try:  # the common case: nothing to replace, no copy
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError:
+        return json.dumps(_finite(obj, nan), allow_nan=False, **kwargs)
+
+
+def _finite(obj: Any, nan: str) -> Any:
+    if isinstance(obj, float):
+        if obj != obj or obj in (float("inf"), float("-inf")):
+            return None if nan == "null" else _NON_FINITE[repr(obj)]
+        return obj
+    if isinstance(obj, Mapping):
+        return {k: _finite(v, nan) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, nan) for v in obj]
+    return obj
+
+
+def write_json(out: IO[str], rows: Iterable[tuple[Job, Mapping[str, Any]]], *,
+               nan: str = "string") -> int:
+    """Write a JSON array of flat objects (one per job), streaming; returns the count.
+    Non-finite floats are written the ``nan`` way (see JSON_NAN_FORMS)."""
     n = 0
     out.write("[")
     for job, state in rows:
         out.write(",\n" if n else "\n")
-        out.write(json.dumps(full_state(job, state), ensure_ascii=False, allow_nan=True))
+        out.write(dumps(full_state(job, state), nan=nan, ensure_ascii=False))
         n += 1
     out.write("\n]\n" if n else "]\n")
     return n

@@ -47,3 +47,25 @@ def check_table_name(name: str) -> str:
         raise UsageError(f"invalid table name {name!r}: {why}; a table name becomes a "
                          f"directory name")
     return name
+
+
+def table_list(text: str | None) -> list[str] | None:
+    """The tables ``--table``/``DBDICT_TABLE`` names: a comma-separated list (``t1,t2``), the
+    same for every command that reads or books (empty items, as in ``t1,``, are dropped); each
+    name is checked, and an empty list refused. None when ``text`` is None."""
+    if text is None:
+        return None
+    names = [check_table_name(item.strip()) for item in text.split(",") if item.strip()]
+    if not names:  # '' or ',': not "every table", which would act on far more than meant
+        check_table_name(text)
+    return names
+
+
+def one_table(text: str | None, source: str = "--table") -> str | None:
+    """The one table a command that writes into a table takes (``dbdict-enqueue``), or
+    UsageError when ``text`` lists several. ``source`` is how the user gave it, for the
+    message (``--table`` or ``DBDICT_TABLE``)."""
+    names = table_list(text)
+    if names is not None and len(names) > 1:
+        raise UsageError(f"dbdict-enqueue takes one table; {source}={text} names {len(names)}")
+    return names[0] if names is not None else None

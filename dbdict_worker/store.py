@@ -9,11 +9,13 @@ connections, restarts, serialization failures) with backoff for ``retry_seconds`
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
+from dbdict_worker import retrying
 from dbdict_worker import state as statemod
 from dbdict_worker.constants import (
     DEFAULT_MAX_ATTEMPTS,
@@ -24,9 +26,10 @@ from dbdict_worker.constants import (
     Status,
 )
 from dbdict_worker import export as exportmod
-from dbdict_worker.db import connect, maintenance, migrate, queries, queue, views
+from dbdict_worker.db import connect, logs, maintenance, migrate, queries, queue, views
 from dbdict_worker.db import workers as workerq
 from dbdict_worker.db.connect import Connection
+from dbdict_worker.db.provenance import attach as attach_submissions
 from dbdict_worker.db.models import (
     Booking,
     EnqueueResult,
@@ -37,8 +40,10 @@ from dbdict_worker.db.models import (
     Token,
     WorkerRow,
 )
-from dbdict_worker.errors import LostOwnership, NotFound, UsageError
-from dbdict_worker.names import check_table_name
+from dbdict_worker.errors import DatabaseUnavailable, LostOwnership, NotFound, UsageError
+from dbdict_worker.names import check_table_name, table_list
+from dbdict_worker import waiting
+from dbdict_worker.waiting import WaitResult
 
 log = logging.getLogger("dbdict_worker")
 
@@ -167,7 +172,7 @@ class Store:
         if isinstance(tables, str):
             return [tables]
         if tables is None and self.table:
-            return [self.table]
+            return table_list(self.table)  # a comma list selects those tables
         return list(tables) if tables is not None else None
 
     def selection(self, conn: Connection, *, tables: Sequence[str] | str | None = None,
@@ -194,7 +199,8 @@ class Store:
                 policy: Mapping[str, Any] | None = None,
                 submission: Mapping[str, Any] | None = None,
                 progress: Callable[[int], None] | None = None) -> EnqueueResult:
-        """Add one job per state (times ``repeat``) in one transaction.
+        """Add one job per state (times ``repeat``) in one transaction; ``states`` is read a
+        chunk at a time (any iterable: memory does not grow with their number).
 
         States are flat (dotted keys) or nested mappings; each is checked (types, reserved
         ``dbdict.*`` keys), and one bad state anywhere rolls the whole enqueue back. A job
@@ -215,7 +221,11 @@ class Store:
         if max_restarts < 0:
             raise UsageError("max_restarts must be at least 0")
         table = check_table_name(table or self.table or DEFAULT_TABLE)
-        states = list(states)
+        # States are read a chunk at a time, so memory stays bounded whatever their number. A
+        # list (or params.Combinations) can be read again by a retried transaction; a
+        # generator cannot, so a retry after it was started fails instead (nothing written).
+        one_shot, started = iter(states) is states, [False]
+        chunk = max(1, ENQUEUE_CHUNK // repeat)
         dialect = self.engine.dialect.name
 
         def prepare(batch: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, Any]]:
@@ -234,7 +244,7 @@ class Store:
                                      max_attempts=max_attempts, max_restarts=max_restarts,
                                      policy=job_policy, force=force)
 
-        job_policy = dict(policy or {})
+        job_policy = retrying.check_policy(policy)  # the CLI's checks, for Python callers too
 
         def run(conn: Connection) -> EnqueueResult:
             table_id = queue.ensure_table(conn, table)
@@ -246,10 +256,15 @@ class Store:
             # previous one (the database waits are in libpq, outside the GIL). Leaving the
             # executor waits for that thread, so the transaction never ends under it; a bad
             # value in any batch rolls the whole enqueue back.
+            if one_shot and started[0]:
+                raise DatabaseUnavailable("the database failed during the enqueue, whose jobs "
+                                          "came from a one-shot iterator: nothing was written")
+            started[0] = True
+            source, start = iter(states), 0
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending = None
-                for start in range(0, len(states), ENQUEUE_CHUNK):
-                    items = prepare(states[start:start + ENQUEUE_CHUNK])
+                while batch := list(itertools.islice(source, chunk)):
+                    items = prepare(batch)
                     if pending is not None:
                         new, dup = pending.result()
                         created += new
@@ -257,6 +272,7 @@ class Store:
                         if progress:
                             progress(start * repeat)
                     pending = pool.submit(store, conn, table_id, items)
+                    start += len(batch)
                 if pending is not None:
                     new, dup = pending.result()
                     created += new
@@ -264,7 +280,7 @@ class Store:
             if created:
                 workerq.notify(conn, workerq.JOBS_CHANNEL, table)
             if progress:
-                progress(len(states) * repeat)
+                progress(start * repeat)
             return EnqueueResult(created, skipped)
 
         result = self.transaction(run)
@@ -286,7 +302,8 @@ class Store:
                         **select: Any) -> list[tuple[Job, dict[str, Any]]]:
         """Like :meth:`jobs`, each with its flat user state."""
         def run(conn: Connection) -> list[tuple[Job, dict[str, Any]]]:
-            found = queries.select_jobs(conn, self.selection(conn, **select), limit=limit)
+            found = attach_submissions(
+                conn, queries.select_jobs(conn, self.selection(conn, **select), limit=limit))
             states = queries.select_state(conn, [j.id for j in found])
             return [(j, states[j.id]) for j in found]
         return self.transaction(run)
@@ -301,7 +318,7 @@ class Store:
         """One job and its flat user state; NotFound if there is no such job."""
         def run(conn: Connection) -> tuple[Job, dict[str, Any]]:
             # Ids are unique across tables, so the default table does not restrict this.
-            found = queries.select_jobs(conn, Selection(ids=(job_id,)))
+            found = attach_submissions(conn, queries.select_jobs(conn, Selection(ids=(job_id,))))
             if not found:
                 raise NotFound(f"no job {job_id} in {self.where}")
             return found[0], queries.select_state(conn, [job_id])[job_id]
@@ -322,6 +339,11 @@ class Store:
         return self.transaction(
             lambda c: queries.count_by_key(c, self.selection(c, **select), key))
 
+    def wait(self, *, timeout: float | None = None, **kwargs: Any) -> WaitResult:
+        """Block until no selected job is START or RUNNING (or ``timeout`` seconds pass);
+        see :func:`dbdict_worker.waiting.wait`."""
+        return waiting.wait(self, timeout=timeout, **kwargs)
+
     # ---------------------------------------------------------------------------------------
     # Results
 
@@ -331,19 +353,21 @@ class Store:
             lambda c: views.create_view(c, name, self.selection(c, **select)))
 
     def drop_view(self, name: str) -> None:
-        """Drop the view ``name`` if it exists."""
+        """Drop the view ``name`` (NotFound if there is no such view)."""
         self.transaction(lambda c: views.drop_view(c, name))
 
-    def export(self, out: IO[str], *, fmt: str = "csv", **select: Any) -> int:
+    def export(self, out: IO[str], *, fmt: str = "csv", json_nan: str = "string",
+               **select: Any) -> int:
         """Write the selected jobs to ``out`` as CSV, JSON or an aligned text table; returns
-        the number written."""
+        the number written. ``json_nan``: how JSON writes NaN and infinities
+        (:data:`dbdict_worker.export.JSON_NAN_FORMS`)."""
         if fmt not in ("csv", "json", "table"):
             raise UsageError(f"unknown export format {fmt!r} (csv, json or table)")
         with self.engine.connect() as conn:
             sel = self.retry(lambda: self.selection(conn, **select))
             rows = queries.iter_jobs_with_state(conn, sel)
             if fmt == "json":
-                return exportmod.write_json(out, rows)
+                return exportmod.write_json(out, rows, nan=json_nan)
             keys = self.retry(lambda: queries.key_types(conn, sel))
             if fmt == "table":
                 return exportmod.write_table(out, keys, rows)
@@ -407,9 +431,11 @@ class Store:
         return self.transaction(run)
 
     def book(self, worker_id: str, host: str, *, tables: Sequence[str] | None = None,
-             n: int = 1, missing_ok: bool = False) -> list[Booking]:
+             n: int = 1, missing_ok: bool = False,
+             run_info: str | None = None) -> list[Booking]:
         """Book up to ``n`` ready jobs (priority DESC, id ASC) in one statement. A table that
-        does not exist is NotFound, or with ``missing_ok`` has nothing to book yet."""
+        does not exist is NotFound, or with ``missing_ok`` has nothing to book yet.
+        ``run_info``: this attempt's provenance (``provenance.run_info_json()``)."""
         names = self._tables_arg(tables)
 
         def run(conn: Connection) -> list[Booking]:
@@ -424,7 +450,8 @@ class Store:
                     self._booking_tables[key] = ids
             if ids == ():
                 return []
-            booked = queue.book(conn, worker_id=worker_id, host=host, table_ids=ids, n=n)
+            booked = queue.book(conn, worker_id=worker_id, host=host, table_ids=ids, n=n,
+                                run_info=run_info)
             return [Booking(j, Token(j.id, worker_id, j.attempts), st) for j, st in booked]
         return self.transaction(run)
 
@@ -458,18 +485,21 @@ class Store:
     def requeue_job(self, token: Token, *, priority: float = RESTART_PRIORITY,
                     state: Mapping[str, Any] | None = None, reason: str = "incomplete",
                     workdir: str | None = None, delay: float = 0.0,
-                    restarts: int | None = None) -> None:
-        """Give an owned job back to the queue (INCOMPLETE or stopped), at ``priority``,
-        bookable ``delay`` seconds from now (database clock), its count of INCOMPLETE returns
-        without progress set to ``restarts`` (None keeps it)."""
+                    restarts: int | None = None, retried: int | None = None,
+                    event: str = "requeued") -> None:
+        """Give an owned job back to the queue (INCOMPLETE, stopped or retried), at
+        ``priority``, bookable ``delay`` seconds from now (database clock), its count of
+        INCOMPLETE returns without progress set to ``restarts`` and of retries used to
+        ``retried`` (None keeps them); ``event`` is the kind of its history event."""
         self._release(token, Status.START, state=state, error=None, workdir=workdir,
                       priority=priority, what="requeue", reason=reason, delay=delay,
-                      restarts=restarts)
+                      restarts=restarts, retried=retried, kind=event)
 
     def _release(self, token: Token, status: Status, *, state: Mapping[str, Any] | None,
                  error: str | None, workdir: str | None, priority: float | None, what: str,
                  reason: str | None = None, delay: float = 0.0,
-                 restarts: int | None = None) -> None:
+                 restarts: int | None = None, retried: int | None = None,
+                 kind: str = "requeued") -> None:
         clean = _user_state(state) if state is not None else None
 
         detail = status.name if reason is None else f"{status.name}: {reason}"
@@ -477,14 +507,14 @@ class Store:
             detail += f": {error}"
         if delay > 0:
             detail += f"; not before now + {delay:.3g} s"
-        event = ("finished" if status != Status.START else "requeued", detail)
+        event = ("finished" if status != Status.START else kind, detail)
 
         def run(conn: Connection) -> bool:
             # Ownership first (the row stays locked to the end of the transaction), then the
             # state, so a lost job's state is never touched.
             if not queue.release_owned(conn, token, status, priority=priority, error=error,
                                        workdir=workdir, event=event, delay=delay,
-                                       restarts=restarts):
+                                       restarts=restarts, retried=retried):
                 return False
             if clean is not None:
                 queue.replace_state(conn, token.job_id, clean)
@@ -531,15 +561,33 @@ class Store:
         """running, draining, stopping or stopped."""
         self.transaction(lambda c: workerq.set_state(c, worker_id, state))
 
-    def request_drain(self, *, worker_id: str | None = None,
-                      host: str | None = None) -> list[str]:
-        """Ask running workers to drain (all of them when neither is given)."""
+    def request_drain(self, *, worker_id: str | None = None, host: str | None = None,
+                      lease: float | None = None) -> list[str]:
+        """Ask running workers to drain (all of them when neither is given); with ``lease``,
+        not the lost ones (heartbeat older than that: see :meth:`lost_workers`)."""
         return self.transaction(
-            lambda c: workerq.request_drain(c, worker_id=worker_id, host=host))
+            lambda c: workerq.request_drain(c, worker_id=worker_id, host=host, lease=lease))
+
+    def lost_workers(self, lease: float, *, worker_id: str | None = None,
+                     host: str | None = None) -> list[str]:
+        """Workers recorded as running whose heartbeat is older than ``lease`` seconds."""
+        return self.transaction(
+            lambda c: workerq.lost(c, lease, worker_id=worker_id, host=host))
 
     def workers(self, *, include_stopped: bool = False) -> list[WorkerRow]:
         """Workers with heartbeat ages (database clock) and the jobs they run."""
         return self.transaction(lambda c: workerq.select(c, include_stopped=include_stopped))
+
+    # ---------------------------------------------------------------------------------------
+    # Output tails (db/logs.py)
+
+    def put_log_tails(self, rows: Sequence[logs.LogTail]) -> int:
+        """Store the tails of attempts' stdout/stderr (one upsert); returns the rows sent."""
+        return self.transaction(lambda c: logs.upsert(c, rows)) if rows else 0
+
+    def log_tails(self, job_id: int, attempt: int | None = None) -> list[logs.LogTail]:
+        """The kept tails of one attempt of a job (None: its latest attempt with any)."""
+        return self.transaction(lambda c: logs.select(c, job_id, attempt))
 
 
 def _user_state(flat: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,14 +7,15 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dbdict_worker import state
 from dbdict_worker.errors import UsageError
 
-__all__ = ["sweep", "geom", "igeom", "load_sweep_file", "expand_braces"]
+__all__ = ["sweep", "iter_sweep", "count_sweep", "geom", "igeom", "load_sweep_file",
+           "read_sweep_file", "iter_sweep_file", "expand_braces", "brace_choices"]
 
 
 def sweep(parameters: Mapping[Any, Any]) -> list[dict[Any, Any]]:
@@ -25,18 +26,39 @@ def sweep(parameters: Mapping[Any, Any]) -> list[dict[Any, Any]]:
     is a single level. An empty list or dict leaves the factor out. The first factor varies
     slowest.
     """
-    combos: list[dict[Any, Any]] = [{}]
+    return list(iter_sweep(parameters))
+
+
+def iter_sweep(parameters: Mapping[Any, Any]) -> Iterator[dict[Any, Any]]:
+    """The combinations of :func:`sweep`, in the same order, one at a time (a sweep of 10^9
+    combinations is never held in memory)."""
+    factors = [(factor, options) for factor, value in parameters.items()
+               if (options := _options(factor, value))]
+
+    def combine(i: int, acc: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
+        if i == len(factors):
+            yield acc
+            return
+        factor, options = factors[i]
+        for level, sub in options:
+            for subcombo in (iter_sweep(sub) if sub is not None else ({},)):
+                yield from combine(i + 1, {**acc, factor: level, **subcombo})
+
+    return combine(0, {})
+
+
+def count_sweep(parameters: Mapping[Any, Any]) -> int:
+    """How many combinations :func:`sweep` gives, without making them."""
+    n = 1
     for factor, value in parameters.items():
         options = _options(factor, value)
-        if not options:
-            continue
-        combos = [{**base, factor: level, **sub}
-                  for base in combos for level, subs in options for sub in subs]
-    return combos
+        if options:
+            n *= sum(count_sweep(sub) if sub is not None else 1 for _, sub in options)
+    return n
 
 
-def _options(factor: Any, value: Any) -> list[tuple[Any, list[dict[Any, Any]]]]:
-    """(level, combinations of that level's sub-factors) for one factor."""
+def _options(factor: Any, value: Any) -> list[tuple[Any, Mapping[Any, Any] | None]]:
+    """(level, that level's table of sub-factors or None) for one factor."""
     if isinstance(value, Mapping):
         options = []
         for level, sub in value.items():
@@ -46,11 +68,11 @@ def _options(factor: Any, value: Any) -> list[tuple[Any, list[dict[Any, Any]]]]:
                     hint = f" (to sweep a dotted key, quote it: \"{factor}.{level}\" = [...])"
                 raise UsageError(f"sweep factor {factor!r}: level {level!r} must map to a table "
                                  f"of sub-factors ({{}} for none), not {type(sub).__name__}{hint}")
-            options.append((level, sweep(sub)))
+            options.append((level, sub))
         return options
     if isinstance(value, (list, tuple, range)):
-        return [(level, [{}]) for level in value]
-    return [(value, [{}])]
+        return [(level, None) for level in value]
+    return [(value, None)]
 
 
 def geom(range_min: float, range_max: float, num_steps: int) -> list[float]:
@@ -94,21 +116,83 @@ def load_sweep_file(path: str | os.PathLike) -> list[dict[str, Any]]:
 
     The format follows the suffix (``.toml``, ``.json``), else JSON is tried, then TOML. Level
     keys of a table-valued factor are parsed with parse_value ("1" is 1, "adam" stays a string),
-    since TOML and JSON keys are always strings. Dotted parameter names are quoted keys.
+    since TOML and JSON keys are always strings. Dotted parameter names are quoted keys. A
+    factor with no levels (``lr = []``) is refused rather than silently left out.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read sweep file {str(path)!r}: {e}") from None
-    data = _parse_sweep_text(path, text)
+    return list(iter_sweep_file(path, read_sweep_file(path)))
+
+
+def read_sweep_file(path: str | os.PathLike) -> dict[Any, Any]:
+    """The factors of a sweep file, checked (UsageError names the file): level keys parsed,
+    every level a table where one is needed, no empty factor. Its combinations are
+    :func:`iter_sweep_file`, and :func:`count_sweep` counts them."""
+    text = read_utf8(path, "sweep file")
+    data = _parse_sweep_text(Path(path), text)
+    where = f"sweep file {os.fspath(path)!r}"
     if not isinstance(data, dict):
-        raise UsageError(f"sweep file {str(path)!r}: the top level must be a table of factors, "
+        raise UsageError(f"{where}: the top level must be a table of factors, "
                          f"not {type(data).__name__}")
     try:
-        return [state.flatten(combo) for combo in sweep(_parse_level_keys(data))]
+        factors = _parse_level_keys(data)
+        _refuse_empty_factors(factors, "")
+        _check_levels(factors, "")
+        count_sweep(factors)  # checks every level, nested ones included
     except UsageError as e:  # StateError included: the key is named, add the file
-        raise type(e)(f"sweep file {str(path)!r}: {e}") from None
+        raise type(e)(f"{where}: {e}") from None
+    return factors
+
+
+def iter_sweep_file(path: str | os.PathLike,
+                    factors: Mapping[Any, Any]) -> Iterator[dict[str, Any]]:
+    """The combinations of a sweep file's ``factors`` as flat checked dicts, one at a time."""
+    try:
+        for combo in iter_sweep(factors):
+            yield state.flatten(combo)
+    except UsageError as e:
+        raise type(e)(f"sweep file {os.fspath(path)!r}: {e}") from None
+
+
+def _refuse_empty_factors(factors: Mapping[Any, Any], prefix: str) -> None:
+    # sweep() leaves an empty factor out (execo's rule), which in a file is almost always a
+    # mistake that would silently drop the parameter from every job.
+    for factor, value in factors.items():
+        name = f"{prefix}{factor}"
+        if isinstance(value, (list, tuple, Mapping)) and len(value) == 0:
+            empty = "[]" if isinstance(value, (list, tuple)) else "{}"
+            raise UsageError(f"factor {name!r} = {empty} has no levels: give it at least one "
+                             "value, or remove it")
+        if isinstance(value, Mapping):
+            for level, sub in value.items():
+                if isinstance(sub, Mapping):
+                    _refuse_empty_factors(sub, f"{name}.{level}.")
+
+
+def _check_levels(factors: Mapping[Any, Any], prefix: str) -> None:
+    # Every value a job can get is a level of some factor: checking the levels here refuses
+    # an unstorable one before anything is enqueued, however late its combination comes.
+    for factor, value in factors.items():
+        name = f"{prefix}{factor}"
+        for level, sub in _options(factor, value):
+            if sub is not None:
+                _check_levels(sub, f"{name}.{level}.")
+            elif not isinstance(level, Mapping):  # a table level becomes nested keys
+                state.check_value(name, level)
+
+
+def read_utf8(path: str | os.PathLike, what: str) -> str:
+    """A user's text file, or UsageError: missing or unreadable, or ``FILE:LINE: not valid
+    UTF-8`` (the line of the first bad byte)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {os.fspath(path)!r}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UsageError(f"{os.fspath(path)}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); "
+                         f"save the {what} as UTF-8") from None
 
 
 def _parse_sweep_text(path: Path, text: str) -> Any:
@@ -186,8 +270,14 @@ def expand_braces(args: Sequence[str]) -> list[list[str]]:
     braced arguments give their cartesian product, the first varying slowest; other arguments
     appear unchanged, in place, in every list.
     """
-    choices = [_brace_choices(arg) for arg in args]
-    return [list(combo) for combo in itertools.product(*choices)]
+    return [list(combo) for combo in itertools.product(*brace_choices(args))]
+
+
+def brace_choices(args: Sequence[str]) -> list[list[str]]:
+    """For each argument, the arguments its ``{{...}}`` stands for (itself if it has none):
+    their cartesian product is :func:`expand_braces`, and the product of their lengths is
+    how many combinations that makes."""
+    return [_brace_choices(arg) for arg in args]
 
 
 def _brace_choices(arg: str) -> list[str]:

@@ -11,6 +11,8 @@
 - end to end: no-op experiments through a real ``dbdict-worker start --slots 2`` (jobs/s, from
   the first booking to the last finish on the database clock), next to bare
   ``python -c pass`` spawns, two at a time;
+- log capture: the same with jobs printing a line to each stream, ``--log-tail`` on and off
+  in interleaved runs (:mod:`.logcost`; the on/off ratio is the figure);
 - pickup latency: an idle worker (LISTEN, no fast polling); from ``enqueue()`` returning to
   the experiment's first line, p50/p95, next to one ``python -c pass`` spawn.
 
@@ -32,8 +34,10 @@ import uuid
 from typing import Any, Callable
 
 from dbdict_worker.constants import Status
+from dbdict_worker.errors import DbdictError
 # Light (psycopg2 only): the spawned bare workers import this module before they start.
 from dbdict_worker.db import baselines
+from dbdict_worker.bench import logcost
 
 
 def sample_states(n: int, keys: int = 10) -> list[dict[str, Any]]:
@@ -359,7 +363,8 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> None:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run the benchmarks and print the table (or JSON); returns the exit code."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db", required=True, help="PostgreSQL URL (the schema must exist)")
+    parser.add_argument("--db", default=os.environ.get("DBDICT_DB") or None,
+                        help="PostgreSQL URL (env DBDICT_DB; the schema must exist)")
     parser.add_argument("--quick", action="store_true", help="small sizes (for CI)")
     parser.add_argument("--procs", default="4", help="comma-separated process counts")
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure (median)")
@@ -368,6 +373,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                         help="also measure booking with N finished jobs in the table "
                              "(e.g. 1000000)")
     args = parser.parse_args(argv)
+    if not args.db:
+        parser.error("give the database: --db URL or DBDICT_DB")
+    try:
+        return _run(args)
+    except DbdictError as exc:  # e.g. no schema there: one line, like the other commands
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
     n_enqueue, n_book, n_e2e, n_pickup = \
         (5_000, 1_000, 100, 10) if args.quick else (100_000, 10_000, 1_000, 50)
     procs = [int(x) for x in args.procs.split(",")]
@@ -377,6 +392,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         for p in procs:
             measured.update(measure_book_finish(args.db, n_book, p))
         measured.update(measure_end_to_end(args.db, n_e2e))
+        measured.update(logcost.measure_log_cost(args.db, n_e2e))
         measured.update(measure_pickup(args.db, n_pickup))
         if args.history:
             measured.update(measure_booking_with_history(args.db, args.history, n_book // 2))
@@ -412,6 +428,10 @@ def format_table(figures: dict[str, float], *, sizes: dict[str, int], procs: lis
         (f"end to end {sizes['e2e']} no-op jobs, 2 slots (jobs/s)",
          f"{f['end_to_end_2slots_jobs_per_s']:.1f}",
          f"bare python -c pass x2 {f['bare_spawn_2x_per_s']:.1f}/s", ">= 100"),
+        (f"end to end {sizes['e2e']} jobs printing a line, log capture on / off",
+         f"{f['log_capture_ratio']:.0%}",
+         f"on {f['end_to_end_logs_on_jobs_per_s']:.1f}/s, off "
+         f"{f['end_to_end_logs_off_jobs_per_s']:.1f}/s (medians of 3, interleaved)", ">= 90%"),
         ("pickup latency p50 / p95 (ms)",
          f"{f['pickup_p50_ms']:.0f} / {f['pickup_p95_ms']:.0f}",
          f"bare python -c pass {f['bare_spawn_ms']:.0f} ms", "p50 <= 50"),

@@ -8,7 +8,15 @@ from typing import Any, Callable
 
 import click
 
-from dbdict_worker.cli.common import db_options, handle_errors, open_store, selection_args
+from dbdict_worker.cli.common import (check_job_table, db_only_options, db_options,
+                                      handle_errors, json_nan_option, open_store,
+                                      selection_args)
+from dbdict_worker.export import dumps as json_dumps
+from dbdict_worker.cli.logs import logs_command, stderr_excerpt
+from dbdict_worker.cli.policy import policy_lines, policy_record
+from dbdict_worker.cli.diff import diff_command
+from dbdict_worker.cli.provenance import provenance_lines
+from dbdict_worker.cli.wait import wait_command
 from dbdict_worker.cli.run import help_command, run_command
 from dbdict_worker.constants import Status
 from dbdict_worker.records import job_record, reserved
@@ -19,8 +27,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 @click.group(context_settings=CONTEXT)
 def main() -> None:
-    """Inspect and manage dbdict jobs. Every command takes --db URL (or DBDICT_DB) and
-    --table NAME (or DBDICT_TABLE); see COMMAND --help."""
+    """Inspect and manage dbdict jobs. Every command takes --db URL (or DBDICT_DB); the
+    ones that select jobs also take --table NAME[,NAME...] (or DBDICT_TABLE); see
+    COMMAND --help."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,11 +67,11 @@ def db() -> None:
 
 
 @db.command("upgrade", context_settings=CONTEXT)
-@db_options
+@db_only_options
 @handle_errors
-def db_upgrade(db: str | None, table: str | None, debug: bool) -> None:
+def db_upgrade(db: str | None, debug: bool) -> None:
     """Create the schema, or migrate it to this version's. Safe to run again."""
-    with open_store(db, table, check_schema=False) as store:
+    with open_store(db, None, check_schema=False) as store:
         before, after = store.upgrade()
     if before == after:
         click.echo(f"schema of {store.where} is up to date (revision {after})")
@@ -78,16 +87,17 @@ def db_upgrade(db: str | None, table: str | None, debug: bool) -> None:
 @select_options
 @click.option("--limit", type=click.IntRange(min=1), help="At most N jobs.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of job objects.")
+@json_nan_option
 @db_options
 @handle_errors
 def list_(where: tuple[str, ...], status: tuple[str, ...], limit: int | None, as_json: bool,
-          db: str | None, table: str | None, debug: bool) -> None:
+          json_nan: str, db: str | None, table: str | None, debug: bool) -> None:
     """List jobs, by id."""
     sel = selection_args((), where, status, table, need_one=False)
     with open_store(db, table) as store:
         rows = store.jobs_with_state(limit=limit, **sel)
     if as_json:
-        click.echo(json.dumps([job_record(j, s) for j, s in rows], indent=1, allow_nan=True,
+        click.echo(json_dumps([job_record(j, s) for j, s in rows], nan=json_nan, indent=1,
                               ensure_ascii=False))
         return
     click.echo(f"{'id':>7} {'table':<12} {'status':<9} {'prio':>5} {'att':>3}  parameters")
@@ -99,28 +109,37 @@ def list_(where: tuple[str, ...], status: tuple[str, ...], limit: int | None, as
 @main.command(context_settings=CONTEXT)
 @click.argument("job_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@json_nan_option
 @db_options
 @handle_errors
-def show(job_id: int, as_json: bool, db: str | None, table: str | None, debug: bool) -> None:
+def show(job_id: int, as_json: bool, json_nan: str, db: str | None, table: str | None,
+         debug: bool) -> None:
     """Show one job: its fields, its whole state and its history."""
     with open_store(db, table) as store:
         job, state = store.job(job_id)
+        check_job_table(job, store.table)
         history = store.events(job_id)
+        excerpt = stderr_excerpt(store, job)  # a failed job's traceback, from its logs
     if as_json:
         rec = job_record(job, state)
         rec.update(restarts=job.restarts, max_restarts=job.max_restarts,
-                   not_before=job.not_before.isoformat() if job.not_before else None)
+                   not_before=job.not_before.isoformat() if job.not_before else None,
+                   **policy_record(job))
         rec["events"] = [{"at": e.at.isoformat() if e.at else None, "kind": e.kind,
                           "worker": e.worker_id, "detail": e.detail} for e in history]
-        click.echo(json.dumps(rec, indent=1, allow_nan=True, ensure_ascii=False))
+        click.echo(json_dumps(rec, nan=json_nan, indent=1, ensure_ascii=False))
         return
     for key, value in sorted(state.items()):
         click.echo(f"{key} = {format_value(value)}")
-    for key, value in reserved(job).items():
+    for key, value in reserved(job, provenance=False).items():
         click.echo(f"{key} = {format_value(value)}")
+    for line in provenance_lines(reserved(job)):
+        click.echo(line)
     if job.restarts:
         click.echo(f"restarts: {job.restarts} INCOMPLETE in a row without new progress "
                    f"(at most {job.max_restarts})")
+    for line in policy_lines(job):  # retries used, time limits
+        click.echo(line)
     if job.not_before is not None and job.status == Status.START:
         click.echo(f"not before: {job.not_before.strftime('%Y-%m-%d %H:%M:%S')} UTC")
     if history:
@@ -128,6 +147,8 @@ def show(job_id: int, as_json: bool, db: str | None, table: str | None, debug: b
         for e in history:
             at = e.at.strftime("%Y-%m-%d %H:%M:%S") if e.at else "?"
             click.echo(f"  {at}  {e.kind:<9} {e.worker_id or '':<24} {e.detail or ''}")
+    for line in excerpt:
+        click.echo(line)
 
 
 @main.command(context_settings=CONTEXT)
@@ -261,11 +282,11 @@ def view_create(name: str, db: str | None, table: str | None, debug: bool) -> No
 
 @view.command("drop", context_settings=CONTEXT)
 @click.argument("name")
-@db_options
+@db_only_options
 @handle_errors
-def view_drop(name: str, db: str | None, table: str | None, debug: bool) -> None:
+def view_drop(name: str, db: str | None, debug: bool) -> None:
     """Drop the SQL view NAME."""
-    with open_store(db, table) as store:
+    with open_store(db, None) as store:
         store.drop_view(name)
     click.echo(f"dropped view {name!r}")
 
@@ -277,16 +298,17 @@ def view_drop(name: str, db: str | None, table: str | None, debug: bool) -> None
                                       "parameters and results).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
               help="Write to this file instead of standard output.")
+@json_nan_option
 @db_options
 @handle_errors
-def export(where, status, fmt, output, db, table, debug) -> None:
+def export(where, status, fmt, output, json_nan, db, table, debug) -> None:
     """Export jobs as CSV (one row per job, one column per key), as a JSON array of flat
     objects (reserved dbdict.* columns first in both), or as a text table."""
     sel = selection_args((), where, status, table, need_one=False)
     with open_store(db, table) as store:
         out = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
         try:
-            n = store.export(out, fmt=fmt, **sel)
+            n = store.export(out, fmt=fmt, json_nan=json_nan, **sel)
         finally:
             if output:
                 out.close()
@@ -296,6 +318,9 @@ def export(where, status, fmt, output, db, table, debug) -> None:
 
 main.add_command(run_command, "run")
 main.add_command(help_command, "help")
+main.add_command(select_options(wait_command), "wait")  # --status, --where as list's
+main.add_command(diff_command, "diff")
+main.add_command(logs_command, "logs")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,6 +8,7 @@ import click
 
 from dbdict_worker.job import local as localrun
 from dbdict_worker.cli.common import handle_errors
+from dbdict_worker.cli.policy import limit_options, limits_given
 from dbdict_worker.errors import DbdictError, UsageError
 from dbdict_worker.state import format_conf
 
@@ -43,6 +44,7 @@ class ExperimentFailed(DbdictError):
               show_default=True, metavar="SECONDS",
               help="After SIGTERM/SIGINT, how long the experiment has to save and return "
                    "before it is killed (a second signal kills at once).")
+@limit_options
 @click.option("--save-interval", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Coalesce the experiment's saves to at most one per interval "
                    "(default: DBDICT_SAVE_INTERVAL or 1).")
@@ -73,7 +75,8 @@ def run_command(args: tuple[str, ...], files: tuple[str, ...], command: str | No
     experiment, params = localrun.parse_args(args, files, command=command, shell=shell)
     job = localrun.plan(experiment, params, workdir=workdir, dry_run=dry_run, force=force)
     started = time.monotonic()
-    result = localrun.run(job, redirect=redirect, grace=grace, save_interval=save_interval)
+    result = localrun.run(job, redirect=redirect, grace=grace, save_interval=save_interval,
+                          **limits_given())
     outcome = result.outcome
     if dry_run:
         click.echo(format_conf(outcome.state), nl=False)

@@ -9,11 +9,13 @@ import sys
 
 import click
 
-from dbdict_worker.cli.common import db_options, handle_errors, open_store
+from dbdict_worker.cli.common import (db_only_options, db_options, handle_errors, lease_option,
+                                      open_store)
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import UsageError
 from dbdict_worker.names import check_table_name
 from dbdict_worker.signals import handling, same_handler
+from dbdict_worker.worker.liveness import check_lease, drain_summary, mark_lost
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 #: A worker waits this long for the database at start; once it runs, each call retries
@@ -81,13 +83,15 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
               show_default=True, help="Seconds a stopped job gets to save and return "
                                       "INCOMPLETE before SIGKILL (env DBDICT_GRACE).")
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), envvar="DBDICT_HEARTBEAT",
-              default=10.0, show_default=True, help="Seconds between heartbeats.")
+              default=10.0, show_default=True, help="Seconds between heartbeats (env "
+                                                       "DBDICT_HEARTBEAT).")
 @click.option("--lease", type=click.FloatRange(min=1), envvar="DBDICT_LEASE", default=60.0,
               show_default=True, help="A RUNNING job whose heartbeat is older than this is "
-                                      "requeued by any live worker.")
+                                      "requeued by any live worker; at least 3 heartbeats "
+                                      "(env DBDICT_LEASE).")
 @click.option("--workdir-base", envvar="DBDICT_WORKDIR_BASE", metavar="DIR",
-              help="Local job workdirs: DIR/<db>/<table>/<id>. Default: $TMPDIR/"
-                   "dbdict-worker-<uid> with --exproot, else ./dbdict-jobs.")
+              help="Local job workdirs: DIR/<db>/<table>/<id> (env DBDICT_WORKDIR_BASE). "
+                   "Default: $TMPDIR/dbdict-worker-<uid> with --exproot, else ./dbdict-jobs.")
 @click.option("--poll-only", is_flag=True, help="Do not LISTEN for new jobs (behind "
                                                 "poolers that drop LISTEN); poll instead.")
 @click.option("--poll-interval", type=click.FloatRange(min=0.05), metavar="SECONDS",
@@ -98,10 +102,24 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
                    "read-only or full, exproot not mounted, rsync missing) before the worker "
                    "exits 3; each such job goes back to the queue uncounted, and booking "
                    "pauses 2, 4, 8... s in between (env DBDICT_MAX_ENV_FAILURES).")
+@click.option("--walltime", envvar="DBDICT_WALLTIME", metavar="DURATION",
+              help="How long this worker may run (4h, 90m, 3600; env DBDICT_WALLTIME); under "
+                   "SLURM, the job's end by default. Near the end it books no more and stops "
+                   "its jobs with --grace so they are requeued with their checkpoint, then "
+                   "exits 0.")
+@click.option("--min-remaining", envvar="DBDICT_MIN_REMAINING", metavar="DURATION",
+              help="Book no job with less than this left of the walltime (env "
+                   "DBDICT_MIN_REMAINING). Default: 5m, or twice --grace if longer.")
+@click.option("--log-tail", type=click.IntRange(min=0), envvar="DBDICT_LOG_TAIL",
+              default=65536, show_default=True, metavar="BYTES",
+              help="Keep the last BYTES of each attempt's stdout and stderr in the database, "
+                   "for `dbdict logs` (updated at most once per heartbeat, and at the end); "
+                   "0: keep none (env DBDICT_LOG_TAIL). The whole output stays in the workdir.")
 @click.option("--debug", is_flag=True, help="Debug logging and tracebacks.")
 @handle_errors
 def start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartbeat, lease,
-          workdir_base, poll_only, poll_interval, env_failure_limit, debug) -> None:
+          workdir_base, poll_only, poll_interval, env_failure_limit, debug,
+          walltime=None, min_remaining=None, log_tail=65536) -> None:
     """Run the worker daemon: book jobs, run each in its own process, save their states,
     requeue what is stopped. SIGTERM/SIGINT: stop (jobs get --grace seconds to save; a second
     signal kills them); SIGUSR1: drain. A table that does not exist yet is waited for
@@ -122,7 +140,8 @@ def start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartb
         with handling(same_handler((signal.SIGTERM, signal.SIGINT), stop_before_start)):
             code = _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace,
                           heartbeat, lease, workdir_base, poll_only, poll_interval,
-                          env_failure_limit)
+                          env_failure_limit, walltime=walltime, min_remaining=min_remaining,
+                          log_tail=log_tail)
     except _StopBeforeStart:
         logging.getLogger("dbdict_worker.worker").info("stopped before it started")
         code = 0
@@ -134,24 +153,27 @@ class _StopBeforeStart(Exception):
 
 
 def _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heartbeat, lease,
-           workdir_base, poll_only, poll_interval, env_failure_limit) -> int:
+           workdir_base, poll_only, poll_interval, env_failure_limit, walltime=None,
+           min_remaining=None, log_tail=65536) -> int:
     from dbdict_worker.db.connect import retry_seconds_from_env
     from dbdict_worker.store import Store
+    from dbdict_worker.worker import walltime as wallmod
     from dbdict_worker.worker.supervisor import Supervisor, WorkerConfig
 
     table_list = _split(tables) or _split((os.environ.get("DBDICT_TABLE", ""),))
     for name in table_list or ():
         check_table_name(name)
     gpu_list = _split((gpus,)) if gpus else None
-    if lease <= heartbeat:
-        raise UsageError(f"--lease ({lease:g}s) must be longer than --heartbeat "
-                         f"({heartbeat:g}s)")
+    check_lease(lease, heartbeat)
     config = WorkerConfig(tables=table_list, exproot=exproot, slots=slots, gpus=gpu_list,
                           max_jobs=max_jobs, until_empty=until_empty, grace=grace,
                           heartbeat=heartbeat, lease=lease, workdir_base=workdir_base,
                           poll_only=poll_only, poll_interval=poll_interval,
                           env_failure_limit=env_failure_limit)
+    end, config.min_remaining = wallmod.from_options(walltime, min_remaining)
+    config.log_tail = log_tail
     store = Store.open(db, retry_seconds=retry_seconds_from_env(START_RETRY_SECONDS))
+    config.walltime = wallmod.seconds_left(end)  # the wait for the database counts too
     supervisor = Supervisor(store, config)
     try:
         with supervisor.signals():
@@ -164,30 +186,33 @@ def _start(db, tables, exproot, slots, gpus, max_jobs, until_empty, grace, heart
 @click.option("--worker", "worker_id", metavar="ID", help="Drain this worker.")
 @click.option("--host", metavar="HOST", help="Drain every worker on this host.")
 @click.option("--all", "all_", is_flag=True, help="Drain every running worker.")
-@db_options
+@lease_option
+@db_only_options
 @handle_errors
-def drain(worker_id, host, all_, db, table, debug) -> None:
+def drain(worker_id, host, all_, lease, db, debug) -> None:
     """Ask workers to finish their current jobs, book nothing new, and exit 0. Works from
-    any machine that reaches the database (locally, `kill -USR1 PID` does the same)."""
+    any machine that reaches the database (locally, `kill -USR1 PID` does the same).
+    Lost workers (no heartbeat for --lease seconds) are skipped: they cannot drain."""
     if sum(bool(x) for x in (worker_id, host, all_)) != 1:
         raise UsageError("give exactly one of --worker ID, --host HOST, --all")
-    with open_store(db, table) as store:
-        ids = store.request_drain(worker_id=worker_id, host=host)
-    if ids:
-        click.echo(f"draining {len(ids)} worker(s): {' '.join(ids)}")
-    else:
-        click.echo("no running worker matched")
+    with open_store(db, None) as store:
+        ids = store.request_drain(worker_id=worker_id, host=host, lease=lease)
+        lost = store.lost_workers(lease, worker_id=worker_id, host=host)
+    click.echo(drain_summary(ids, lost, lease))
 
 
 @main.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
 @click.option("--all", "include_stopped", is_flag=True, help="Include stopped workers.")
+@lease_option
 @db_options
 @handle_errors
-def status(as_json, include_stopped, db, table, debug) -> None:
-    """Workers (id, host, pid, slots, state, heartbeat age, job ids) and job counts."""
+def status(as_json, include_stopped, lease, db, table, debug) -> None:
+    """Workers (id, host, pid, slots, state, heartbeat age, job ids) and job counts (of
+    --table, or of all tables). A worker whose heartbeat is older than --lease is shown
+    as lost (killed, or its machine gone); its jobs are requeued by the live workers."""
     with open_store(db, table) as store:
-        rows = store.workers(include_stopped=include_stopped)
+        rows = [mark_lost(w, lease) for w in store.workers(include_stopped=include_stopped)]
         counts = store.counts()
     totals: dict[str, int] = {}
     for (_, st), n in counts.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 # What every query function takes; the store names the type from here, not from SQLAlchemy.
 from sqlalchemy.engine import Connection as Connection
 
-from dbdict_worker.errors import DatabaseUnavailable, UsageError
+from dbdict_worker.errors import DatabaseUnavailable, SchemaError, UsageError
 from dbdict_worker.names import check_table_name
 
 log = logging.getLogger("dbdict_worker.db")
@@ -155,7 +156,17 @@ _PERMANENT_MARKERS = (
     "ssl is not enabled",
     "invalid dsn",
     "could not translate host name",
+    # libpq's refusals of the URL's own options (?sslmode=bogus, ?connect_timeout=abc,
+    # ?port=x, a missing sslrootcert): no retry fixes the URL.
+    "invalid connection option",
+    "invalid integer value",
+    "invalid port number",
+    "for connection option",
+    "certificate file",
 )
+#: libpq's "invalid sslmode value", "invalid gssencmode value", "invalid target_session_attrs
+#: value"...: one rule for every option it checks against a list.
+_INVALID_OPTION = re.compile(r"invalid \w+ value")
 
 
 @contextmanager
@@ -189,7 +200,27 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
         msg = str(orig).lower()
-        return not any(m in msg for m in _PERMANENT_MARKERS)
+        return not (any(m in msg for m in _PERMANENT_MARKERS) or _INVALID_OPTION.search(msg))
+    return False
+
+
+#: PostgreSQL's undefined_table, undefined_column: the schema's version table says current,
+#: its tables say otherwise (dropped or altered by hand).
+#: duplicate_table: tables there without the version table (``dbdict db upgrade`` fails).
+_MISSING_PGCODES = {"42P01", "42703", "42P07"}
+
+
+def is_schema_damage(exc: BaseException) -> bool:
+    """True when a statement failed because one of our tables or columns is missing."""
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "pgcode", None)
+    if code:
+        return code in _MISSING_PGCODES
+    if isinstance(orig, sqlite3.OperationalError):
+        msg = str(orig).lower()
+        return msg.startswith(("no such table", "no such column")) or \
+            "has no column named" in msg or (msg.startswith("table ") and
+                                             msg.endswith("already exists"))
     return False
 
 
@@ -268,6 +299,12 @@ class Retrier:
                 )(fn)
         except sa.exc.DBAPIError as exc:
             msg = describe(exc, self.target)
+            if is_schema_damage(exc):
+                what = msg.split(" LINE ", 1)[0]  # PostgreSQL's excerpt of the SQL: noise
+                raise SchemaError(
+                    f"damaged dbdict schema in {self.target.safe_url}: {what} (`dbdict db "
+                    f"upgrade` does not repair tables changed by hand: restore a backup)"
+                ) from None
             if is_transient(exc):
                 raise DatabaseUnavailable(
                     f"database {self.target.safe_url} unreachable after {self.seconds:g}s "

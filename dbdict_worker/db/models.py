@@ -51,6 +51,24 @@ class Job:
     #: Provenance: the enqueue's ``submissions`` row, the latest attempt's facts (JSON text).
     submission_id: int | None = None
     run_info: str | None = None
+    #: That ``submissions`` row, where a reader attached it (db/provenance.py); not a column.
+    submission: Submission | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One row of ``submissions``: who enqueued jobs, how, from which version of the code."""
+
+    id: int
+    created_at: dt.datetime | None
+    user: str | None
+    host: str | None
+    command: str | None
+    cwd: str | None
+    git_repo: str | None
+    git_commit: str | None
+    git_dirty: bool | None
+    git_diff_hash: str | None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from dbdict_worker.db.models import (
     job_from_row,
     utc,
 )
-from dbdict_worker.db.schema import db_now, events, job_tables, jobs, state
+from dbdict_worker.db.schema import db_now, events, job_logs, job_tables, jobs, state
+from dbdict_worker.db.provenance import attach
 from dbdict_worker.db.selection import selection_filter
 
 # --------------------------------------------------------------------------------------------
@@ -80,8 +81,9 @@ def select_state(conn: Connection, job_ids: Sequence[int]) -> dict[int, dict[str
 
 def iter_jobs_with_state(conn: Connection, sel: Selection, *, batch: int = 2000):
     """Yield ``(Job, flat_state)`` for every job matching ``sel`` in id order, reading in
-    batches so a large table is never held in memory at once."""
+    batches so a large table is never held in memory at once (submissions attached)."""
     last_id = None
+    seen: dict = {}  # submissions read so far: a sweep's pages share one
     while True:
         stmt = (
             sa.select(*JOB_COLUMNS)
@@ -95,6 +97,7 @@ def iter_jobs_with_state(conn: Connection, sel: Selection, *, batch: int = 2000)
         page = [job_from_row(r) for r in conn.execute(stmt)]
         if not page:
             return
+        page = attach(conn, page, seen)
         states = select_state(conn, [j.id for j in page])
         for j in page:
             yield j, states[j.id]
@@ -207,11 +210,12 @@ def cancel(conn: Connection, sel: Selection) -> list[int]:
 
 
 def requeue(conn: Connection, sel: Selection, *, priority: float | None = None) -> list[int]:
-    """Put finished, failed or cancelled jobs back to START, ready now (their loss and
-    restart counts start again)."""
+    """Put finished, failed or cancelled jobs back to START, ready now (their loss, restart
+    and retry counts start again: a user's requeue is a fresh budget)."""
     vals: dict[str, Any] = {
         "status": Status.START, "losses": 0, "error": None, "worker_id": None,
         "finished_at": None, "heartbeat_at": None, "restarts": 0, "not_before": None,
+        "retried": 0,
     }
     if priority is not None:
         vals["priority"] = priority
@@ -239,4 +243,5 @@ def delete(conn: Connection, sel: Selection) -> list[int]:
         chunk = ids[start:start + 5000]
         conn.execute(sa.delete(state).where(state.c.job_id.in_(chunk)))
         conn.execute(sa.delete(events).where(events.c.job_id.in_(chunk)))
+        conn.execute(sa.delete(job_logs).where(job_logs.c.job_id.in_(chunk)))
     return ids

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from dbdict_worker.constants import DEFAULT_MAX_RESTARTS, RESTART_PRIORITY, Status
+from dbdict_worker import retrying
 from dbdict_worker.db import values
 from dbdict_worker.db.models import (JOB_COLUMNS, Job, Rescued, Selection, Token, job_from_row,
                                      utc)
@@ -260,11 +261,13 @@ def _pick(with_tables: bool) -> sa.Select:
 @functools.lru_cache(maxsize=None)
 def booking_statements(dialect: str, with_tables: bool) -> tuple[sa.Executable, ...]:
     """The statements a booking sends, built once, with the bind parameters ``n`` (how many),
-    ``new_worker``, ``new_host`` and, ``with_tables``, ``table_ids``."""
+    ``new_worker``, ``new_host``, ``new_run_info`` (the attempt's provenance, JSON text;
+    NULL when not given) and, ``with_tables``, ``table_ids``."""
     booked_values = dict(
         status=Status.RUNNING, attempts=jobs.c.attempts + 1, worker_id=sa.bindparam("new_worker"),
         host=sa.bindparam("new_host"), booked_at=db_now(), heartbeat_at=db_now(),
-        updated_at=db_now(), finished_at=sa.null(), error=sa.null(), not_before=sa.null())
+        updated_at=db_now(), finished_at=sa.null(), error=sa.null(), not_before=sa.null(),
+        run_info=sa.bindparam("new_run_info", None, type_=sa.Text(), required=False))
     if dialect == SQLITE:
         # One writer at a time: no row lock to skip. The UPDATE returns the booked ids, then
         # one event per id (executemany of ``booked_id``); the rows are read back after.
@@ -308,11 +311,12 @@ def next_due(conn: Connection, table_ids: Sequence[int] | None) -> float | None:
 
 
 def book(conn: Connection, *, worker_id: str, host: str, table_ids: Sequence[int] | None,
-         n: int) -> list[tuple[Job, dict[str, Any]]]:
+         n: int, run_info: str | None = None) -> list[tuple[Job, dict[str, Any]]]:
     """Book up to ``n`` ready jobs for ``worker_id``, highest priority first, then lowest
-    id; rows another booker holds are skipped, never waited for. Returns each job with its
-    flat state (one round trip on PostgreSQL)."""
-    params: dict[str, Any] = {"n": n, "new_worker": worker_id, "new_host": host}
+    id; rows another booker holds are skipped, never waited for; each gets ``run_info``.
+    Returns each job with its flat state (one round trip on PostgreSQL)."""
+    params: dict[str, Any] = {"n": n, "new_worker": worker_id, "new_host": host,
+                              "new_run_info": run_info}
     if table_ids is not None:
         params["table_ids"] = list(table_ids)
     statements = booking_statements(conn.dialect.name, table_ids is not None)
@@ -365,7 +369,7 @@ def release_statements(dialect: str, requeue: bool,
     ``requeue``. Bind parameters: the owner (``own_worker``, ``own_id``, ``own_attempt``),
     the new values (``new_status``, ``new_error``, ``new_workdir`` when ``with_workdir``;
     when ``requeue``: ``new_priority``, ``new_delay`` in seconds, 0 for none, and
-    ``new_restarts``, None to keep the count) and the event (``event_kind``,
+    ``new_restarts`` and ``new_retried``, None to keep the count) and the event (``event_kind``,
     ``event_detail``)."""
     # Bind names differ from column names: in an UPDATE or INSERT, a parameter named like a
     # column is taken as that column's new value.
@@ -380,7 +384,9 @@ def release_statements(dialect: str, requeue: bool,
                        not_before=sa.case((delay > sa.literal_column("0"), db_later(delay)),
                                           else_=sa.null()),
                        restarts=sa.func.coalesce(sa.bindparam("new_restarts", type_=sa.Integer()),
-                                                 jobs.c.restarts))
+                                                 jobs.c.restarts),
+                       retried=sa.func.coalesce(sa.bindparam("new_retried", type_=sa.Integer()),
+                                                jobs.c.retried))
     else:
         changes["finished_at"] = db_now()
     release = sa.update(jobs).where(_owned_by_binds()).values(**changes)
@@ -400,10 +406,12 @@ def release_statements(dialect: str, requeue: bool,
 
 def release_owned(conn: Connection, token: Token, status: Status, *, priority: float | None,
                   error: str | None, workdir: str | None, event: tuple[str, str],
-                  delay: float = 0.0, restarts: int | None = None) -> bool:
+                  delay: float = 0.0, restarts: int | None = None,
+                  retried: int | None = None) -> bool:
     """End the owner's booking: a final status, or START again (requeue, at ``priority`` or
     RESTART_PRIORITY, bookable ``delay`` seconds from now by the database clock, with the
-    restart count set to ``restarts`` unless None), and log ``event`` (kind, detail).
+    restart and retry counts set to ``restarts`` and ``retried`` unless None), and log
+    ``event`` (kind, detail).
     Conditional on ownership; returns False when it was lost."""
     requeue = status == Status.START
     kind, detail = event
@@ -413,7 +421,8 @@ def release_owned(conn: Connection, token: Token, status: Status, *, priority: f
         params["new_workdir"] = workdir
     if requeue:
         params.update(new_priority=RESTART_PRIORITY if priority is None else priority,
-                      new_delay=max(0.0, float(delay)), new_restarts=restarts)
+                      new_delay=max(0.0, float(delay)), new_restarts=restarts,
+                      new_retried=retried)
     statements = release_statements(conn.dialect.name, requeue, workdir is not None)
     if conn.dialect.name == SQLITE:
         release, logging = statements
@@ -459,7 +468,8 @@ def heartbeat(conn: Connection, worker_id: str, tokens: Sequence[Token]) -> set[
 def requeue_stale(conn: Connection, *, lease_seconds: float,
                   by_worker: str | None = None) -> list[Rescued]:
     """Requeue RUNNING jobs whose heartbeat is older than the lease, at RESTART_PRIORITY,
-    counting a loss; a job lost ``max_attempts`` times becomes ERR_RUN instead.
+    counting a loss; a job lost ``max_attempts`` times becomes ERR_RUN instead, unless its
+    ``retry_on`` lists ``lost`` and it has retries left (:mod:`dbdict_worker.retrying`).
 
     On PostgreSQL a heartbeat is never older than the server's start: after a restart, every
     owner gets a whole lease to reach the server again and renew before its jobs are stale."""
@@ -467,19 +477,31 @@ def requeue_stale(conn: Connection, *, lease_seconds: float,
     if conn.dialect.name != SQLITE:
         last_beat = sa.func.greatest(last_beat, sa.func.pg_postmaster_start_time())
     stale = (
-        sa.select(jobs.c.id, jobs.c.worker_id, jobs.c.host, jobs.c.losses, jobs.c.max_attempts)
+        sa.select(jobs.c.id, jobs.c.worker_id, jobs.c.host, jobs.c.losses, jobs.c.max_attempts,
+                  jobs.c.retries, jobs.c.retried, jobs.c.retry_on, jobs.c.retry_delay)
         .where(jobs.c.status == Status.RUNNING, last_beat < db_ago(lease_seconds))
         .order_by(jobs.c.id)
     )
     if conn.dialect.name != SQLITE:  # SQLite: one writer at a time, no row lock to skip
         stale = stale.with_for_update(skip_locked=True)
     out = []
-    for job_id, worker_id, host, losses, max_attempts in conn.execute(stale).all():
+    for (job_id, worker_id, host, losses, max_attempts, retries, retried, retry_on,
+         retry_delay) in conn.execute(stale).all():
         lost = losses + 1
         why = f"lost: owner {worker_id} on {host} stopped heartbeating (loss {lost}/{max_attempts})"
-        if lost >= max_attempts:
+        # Past max_attempts, a job whose retry_on lists "lost" may use a retry instead.
+        retry = retrying.next_retry("lost", retries=retries, retried=retried, retry_on=retry_on,
+                                    retry_delay_base=retry_delay) \
+            if lost >= max_attempts else None
+        changes: dict[str, Any]
+        if retry is not None:
+            new = Status.START
+            why = f"{why}; {retry.describe()}"
+            changes = {"priority": RESTART_PRIORITY, "worker_id": None, "retried": retry.n,
+                       "not_before": db_later(sa.literal(retry.delay, sa.Float()))}
+        elif lost >= max_attempts:
             new = Status.ERR_RUN
-            changes: dict[str, Any] = {"error": why, "finished_at": db_now()}
+            changes = {"error": why, "finished_at": db_now()}
         else:
             new = Status.START
             changes = {"priority": RESTART_PRIORITY, "worker_id": None}

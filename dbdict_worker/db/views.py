@@ -27,8 +27,9 @@ from dbdict_worker.db.schema import (
     state,
 )
 from dbdict_worker.db.selection import selection_filter
-from dbdict_worker.errors import UsageError
-from dbdict_worker.records import FLOAT, INT, RESERVED, STATUS, TABLE, TIME
+from dbdict_worker.errors import NotFound, UsageError
+from dbdict_worker.db import provenance
+from dbdict_worker.records import BOOL, FLOAT, INT, JOB, RESERVED, STATUS, TABLE, TIME
 
 MAX_IDENTIFIER_BYTES = 63
 
@@ -56,13 +57,16 @@ def _reserved_columns(*, as_text: bool = False) -> list[sa.ColumnElement]:
         elif r.kind == STATUS:
             col = _status_name()
         else:
-            col = jobs.c[r.attr]
+            col = jobs.c[r.attr] if r.source == JOB else provenance.reserved_column(r.source,
+                                                                                      r.attr)
             if as_text and r.kind == INT:
                 col = sa.cast(col, sa.Text)
             elif as_text and r.kind == FLOAT:
                 col = _py_float_text(col)
             elif as_text and r.kind == TIME:
                 col = _py_time_text(col)
+            elif as_text and r.kind == BOOL:  # Python's spelling, as csv.writer writes it
+                col = sa.case((col, "True"), (sa.not_(col), "False"))
         cols.append(col.label(r.key))
     return cols
 
@@ -98,9 +102,10 @@ def view_select(conn: Connection, sel: Selection) -> tuple[sa.Select, list[str]]
         cols.append(_key_column(key, types[key]).label(name))
     stmt = (
         sa.select(*cols)
-        .select_from(jobs.join(job_tables).outerjoin(state, state.c.job_id == jobs.c.id))
+        .select_from(provenance.with_submissions(jobs.join(job_tables))
+                     .outerjoin(state, state.c.job_id == jobs.c.id))
         .where(*selection_filter(sel))
-        .group_by(jobs.c.id, job_tables.c.id, job_tables.c.name)
+        .group_by(jobs.c.id, job_tables.c.id, job_tables.c.name, provenance.GROUP_KEY)
     )
     return stmt, names
 
@@ -130,9 +135,10 @@ def csv_select(conn: Connection, sel: Selection, keys: list[str]) -> str:
         cols.append(sa.func.max(sa.case((mine, state.c.txt))).label(key))
     inner = (
         sa.select(*cols, jobs.c.id.label("_order"))
-        .select_from(jobs.join(job_tables).outerjoin(state, state.c.job_id == jobs.c.id))
+        .select_from(provenance.with_submissions(jobs.join(job_tables))
+                     .outerjoin(state, state.c.job_id == jobs.c.id))
         .where(*selection_filter(sel))
-        .group_by(jobs.c.id, job_tables.c.id, job_tables.c.name)
+        .group_by(jobs.c.id, job_tables.c.id, job_tables.c.name, provenance.GROUP_KEY)
         .subquery("pivot")
     )
     # Empty strings as NULL, so that both come out as an empty field, as csv.writer does.
@@ -154,9 +160,12 @@ def create_view(conn: Connection, name: str, sel: Selection) -> list[str]:
 
 
 def drop_view(conn: Connection, name: str) -> None:
-    """Drop the view ``name`` if it exists."""
+    """Drop the view ``name``; NotFound (naming the views there) if there is none."""
     if name in metadata.tables:
         raise UsageError(f"{name!r} is one of dbdict's tables, not a view")
+    found = sa.inspect(conn).get_view_names()
+    if name not in found:
+        raise NotFound(f"no view {name!r} to drop (views: {', '.join(sorted(found)) or 'none'})")
     _exec_raw(conn, f"DROP VIEW IF EXISTS {conn.dialect.identifier_preparer.quote_identifier(name)}")
 
 

@@ -14,7 +14,7 @@ from dbdict_worker.constants import Status
 from dbdict_worker.db.models import Token, WorkerRow, utc
 from dbdict_worker.db.queries import db_clock
 from dbdict_worker.db.queue import heartbeat
-from dbdict_worker.db.schema import db_now, jobs, workers
+from dbdict_worker.db.schema import db_ago, db_now, jobs, workers
 
 #: NOTIFY channel: jobs became ready (payload: the table name, or "" for any table).
 JOBS_CHANNEL = "dbdict_jobs"
@@ -62,20 +62,38 @@ def set_state(conn: Connection, worker_id: str, state: str) -> None:
     conn.execute(sa.update(workers).where(workers.c.id == worker_id).values(**values))
 
 
-def request_drain(conn: Connection, *, worker_id: str | None = None,
-                  host: str | None = None) -> list[str]:
-    """Ask running workers (one, those of a host, or all) to drain; returns their ids."""
+def _running(worker_id: str | None, host: str | None) -> list[sa.ColumnElement[bool]]:
+    """Workers that book (running or degraded): one, those of a host, or all."""
     cond = [sa.or_(workers.c.state == RUNNING, workers.c.state.startswith(DEGRADED + ":"))]
     if worker_id is not None:
         cond.append(workers.c.id == worker_id)
     if host is not None:
         cond.append(workers.c.host == host)
+    return cond
+
+
+def request_drain(conn: Connection, *, worker_id: str | None = None,
+                  host: str | None = None, lease: float | None = None) -> list[str]:
+    """Ask running workers (one, those of a host, or all) to drain; returns their ids.
+    With ``lease``: only those whose heartbeat is at most that old (a lost worker cannot
+    drain)."""
+    cond = _running(worker_id, host)
+    if lease is not None:
+        cond.append(workers.c.heartbeat_at >= db_ago(lease))
     ids = sorted(conn.execute(
         sa.update(workers).where(*cond).values(drain_requested=True)
         .returning(workers.c.id)).scalars())
     if ids:
         notify(conn, CONTROL_CHANNEL, ids[0] if len(ids) == 1 else "")
     return ids
+
+
+def lost(conn: Connection, lease: float, *, worker_id: str | None = None,
+         host: str | None = None) -> list[str]:
+    """Ids of the workers that :func:`request_drain` would ask but that are lost: their
+    row says running, their heartbeat is older than ``lease`` (killed, machine gone)."""
+    cond = [*_running(worker_id, host), workers.c.heartbeat_at < db_ago(lease)]
+    return sorted(conn.execute(sa.select(workers.c.id).where(*cond)).scalars())
 
 
 def select(conn: Connection, *, include_stopped: bool = False) -> list[WorkerRow]:

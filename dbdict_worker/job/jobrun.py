@@ -14,7 +14,9 @@ turns DONE or START into ERR_SYNC (and is appended to an ERR_RUN's error); in bo
 local workdir is kept, its path is in the error, and ``RunResult.pushed`` is False (a worker
 removes the local workdir only when it is True). ``on_save`` runs in the thread that called
 ``run()``: keep it short (queue the database write) and do not let it raise (if it does, the
-job is killed and the exception propagates).
+job is killed and the exception propagates). The spec's ``timeout`` and ``stall_after`` are
+watched here (:mod:`.limits`): past one, the job is stopped as by ``request_stop`` and ends
+ERR_RUN with ``Outcome.limit`` set.
 
 With a syncer, the workdir is pushed at save points while the experiment waits (the first
 save point at once, then at most every ``push_interval`` seconds, the sync config's by
@@ -35,6 +37,7 @@ from typing import Any, Callable
 from dbdict_worker import state as statemod
 from dbdict_worker.constants import Status
 from dbdict_worker.job.forkserver import ForkServer
+from dbdict_worker.job.limits import Limits
 from dbdict_worker.job.process import JobProcess, JobSpec, Outcome, StartError
 from dbdict_worker.job.sync import SavePusher, Syncer, SyncError
 
@@ -77,6 +80,9 @@ class JobRun:
         # States whose push succeeded, for on_save (appended by the pusher's thread).
         self._pushed: collections.deque[dict[str, Any]] = collections.deque()
         self._pushed_once = False
+        # Time limits (job/limits.py); a push under way (asked > answered) is activity.
+        self._limits: Limits | None = None
+        self._push_asked = self._push_answered = 0
 
     def request_stop(self) -> None:
         """Ask the job to stop: SIGTERM now, SIGKILL ``grace`` seconds later; a second call
@@ -123,6 +129,7 @@ class JobRun:
             return self._push(Outcome(Status.ERR_START, start_state, error=str(e),
                                       workdir=workdir))
         self.process = proc
+        self._limits = Limits.for_job(spec.timeout, spec.stall_after, proc.pid, proc.workdir)
         if self.on_start is not None:
             self.on_start(proc)
         pusher = SavePusher(self.syncer, allowed=lambda: not self._abandoned) \
@@ -144,14 +151,18 @@ class JobRun:
             self._act_on_stops(proc)
             outcome = proc.outcome
             if outcome is not None:
-                return outcome
+                return self._limits.ended(outcome, proc.workdir) if self._limits else outcome
             timeout = POLL
             if self._kill_at is not None:
                 timeout = max(0.0, min(timeout, self._kill_at - time.monotonic()))
             proc.wait_activity(timeout)
             saves = proc.take_saves()
+            if self._limits is not None and not self._stop_requests and self._limits.hit(
+                    bool(saves) or self._push_asked > self._push_answered):
+                self.request_stop()  # the usual stop; the outcome becomes the limit's
             if pusher is not None:
                 for state in proc.take_push_requests():
+                    self._push_asked += 1
                     pusher.request(lambda ok, s=state: self._answer(proc, s, ok))
                 pushed = []
                 while self._pushed:
@@ -170,6 +181,7 @@ class JobRun:
         if pushed:
             self._pushed.append(state)
             self._pushed_once = True
+        self._push_answered += 1
         proc.answer_push(pushed)
 
     def _act_on_stops(self, proc: JobProcess) -> None:

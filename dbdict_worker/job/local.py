@@ -119,12 +119,14 @@ def forwarding_signals(run: JobRun) -> ContextManager[None]:
 
 
 def run(job: LocalJob, *, redirect: bool = False, grace: float = DEFAULT_GRACE,
-        save_interval: float | None = None, handle_signals: bool = True) -> RunResult:
-    """Run the job in a child process; removes a temporary workdir afterwards."""
+        save_interval: float | None = None, handle_signals: bool = True,
+        timeout: float | None = None, stall_after: float | None = None) -> RunResult:
+    """Run the job in a child process (within its time limits, seconds, None: none);
+    removes a temporary workdir afterwards."""
     spec = JobSpec(job.experiment, job.params, workdir=job.workdir,
                    reserved={EXPERIMENT_KEY: job.experiment, WORKDIR_KEY: str(job.workdir)},
                    redirect=redirect, save_interval=save_interval,
-                   python_path=[os.getcwd()])
+                   python_path=[os.getcwd()], timeout=timeout, stall_after=stall_after)
     jobrun = JobRun(spec, grace=grace)
     try:
         if handle_signals:

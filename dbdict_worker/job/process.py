@@ -26,15 +26,15 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from dbdict_worker.job import messages
+from dbdict_worker.job import scratch as scratchdirs
 from dbdict_worker import state as statemod
-from dbdict_worker.channel import STOP_SIGNALS, save_interval_from_env
+from dbdict_worker.channel import STOP_SIGNALS, save_interval_from_env, set_deadline_env
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError
 from dbdict_worker.job.childenv import child_env, describe_returncode
@@ -77,6 +77,8 @@ class JobSpec:
     group stops itself (:mod:`dbdict_worker.job.watchdog`); None: no lease.
     ``push_interval`` (a job with an exproot): the child's saves ask for a push at most this
     often and wait for :meth:`JobProcess.answer_push`; None: saves never wait.
+    ``deadline`` (time.time() epoch; None: no limit): when the job will be asked to stop, for
+    ``channel.time_left()`` and ``$DBDICT_DEADLINE``; it stops nothing by itself.
     """
 
     experiment: str
@@ -93,6 +95,11 @@ class JobSpec:
     linger: float = 30.0
     renewed_until: float | None = None
     push_interval: float | None = None
+    deadline: float | None = None
+    #: Time limits of this attempt, seconds (None: none), enforced by :class:`JobRun`
+    #: (:mod:`dbdict_worker.job.limits`): wall time from the start, and no save, output or CPU.
+    timeout: float | None = None
+    stall_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,7 @@ class Outcome:
     saved flat user state. ``error``: one line (the traceback's last line, "killed by
     signal 9 (SIGKILL)", ...). ``returncode``: the child's (negative: killed by that signal).
     ``stopped``: a stop was asked of this job. ``started``: the experiment was imported and
-    called.
+    called. ``limit``: the time limit that stopped it ("timeout" or "stall"; then ERR_RUN).
     """
 
     status: Status
@@ -114,6 +121,7 @@ class Outcome:
     stopped: bool = False
     started: bool = False
     workdir: str | None = None
+    limit: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -127,6 +135,10 @@ class Outcome:
 
 class JobProcess:
     """One running job: start it, read its saves, wait, signal, stop. Thread-safe."""
+
+    #: Sizes of workdir/stdout and workdir/stderr when the child started (this attempt's
+    #: output lies past them: job/logtail.py); None when the output is not redirected.
+    output_offsets: dict[str, int] | None = None
 
     def __init__(self, spec: JobSpec, workdir: Workdir, child: "PopenChild | ForkedChild",
                  read_fd: int, private_dir: str, start_state: dict[str, Any],
@@ -192,7 +204,7 @@ class JobProcess:
         except DbdictError as e:
             raise StartError(f"workdir {workdir.path}: {e}") from None
         try:
-            private_dir = tempfile.mkdtemp(prefix="dbdict-job-", dir=spec.tempdir_base)
+            private_dir = scratchdirs.make_private_dir(spec.tempdir_base)  # named for its owner
             scratch = os.path.join(private_dir, "tmp")
             os.mkdir(scratch)
         except OSError as e:
@@ -209,18 +221,23 @@ class JobProcess:
             "python_path": [os.path.abspath(p) for p in spec.python_path],
             "renewed_until": spec.renewed_until,
             "push_interval": spec.push_interval,
+            "deadline": spec.deadline,
         }
         spec_path = os.path.join(private_dir, "spec.json")
         read_fd = write_fd = -1
-        out = err = None
+        out = err = offsets = None
         try:
             with open(spec_path, "w", encoding="utf-8") as f:
                 json.dump(child_spec, f, allow_nan=True)
             env = child_env({TEMPDIR_ENV: scratch, WORKDIR_ENV: str(workdir.path),
                              **spec.env})
+            set_deadline_env(env, spec.deadline)
             if spec.redirect:
                 out = open(workdir.stdout, "ab")
                 err = open(workdir.stderr, "ab")
+                # Earlier attempts' output is in the same files: this one's starts here.
+                offsets = {"stdout": os.fstat(out.fileno()).st_size,
+                           "stderr": os.fstat(err.fileno()).st_size}
             # A socket pair, not a pipe: the lease renewals go the other way.
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             read_fd, write_fd = ours.detach(), theirs.detach()
@@ -249,7 +266,10 @@ class JobProcess:
             for f in (out, err):
                 if f is not None:
                     f.close()
-        return cls(spec, workdir, child, read_fd, private_dir, start_state, reserved)
+        scratchdirs.mark_job(private_dir, child.pid)  # a worker killed -9: see job/scratch.py
+        proc = cls(spec, workdir, child, read_fd, private_dir, start_state, reserved)
+        proc.output_offsets = offsets
+        return proc
 
     # --- what the caller reads --------------------------------------------------------------
 
@@ -465,7 +485,10 @@ class JobProcess:
             current = self.workdir.read_current()
             state = statemod.user_keys(current) if current is not None else latest
         except WorkdirError:
-            state = latest
+            current, state = None, latest
+        written = final_status(current, returncode)
+        if written is not None:  # it ended cleanly, but its end message never reached us
+            return Outcome(written, state, error=current.get(ERROR_KEY), **common)
         reason = describe_returncode(returncode)
         if stopped:
             status, error = Status.START, f"stopped: {reason}"
@@ -478,6 +501,25 @@ class JobProcess:
             log.warning("job process %d: cannot update %s: %s", self.pid,
                         self.workdir.current_conf, e)
         return Outcome(status, state, error=error, **common)
+
+
+def final_status(current: Mapping[str, Any] | None, returncode: int) -> Status | None:
+    """The outcome the runner wrote in current.conf, for a child that exited 0 without
+    sending its end message (an experiment that closed every descriptor, ours included).
+
+    What this relies on: current.conf says RUNNING from the start of the attempt
+    (:meth:`JobProcess.start` writes it) and through every save (the runner keeps the
+    reserved status RUNNING); only the runner's last step, ``_Child.finish``, writes another
+    status, with the final state and error, just before the end message and a clean exit.
+    An experiment that exits 0 on its own (os._exit) leaves RUNNING: a failure, as before."""
+    if returncode != 0 or current is None:
+        return None
+    try:
+        status = Status[str(current.get(STATUS_KEY))]
+    except KeyError:
+        return None
+    return status if status in (Status.DONE, Status.START, Status.ERR_RUN,
+                                Status.ERR_START) else None
 
 
 class PopenChild:

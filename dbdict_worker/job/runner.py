@@ -68,11 +68,21 @@ def disk_full(exc: BaseException | None) -> str | None:
     return None
 
 
+def _identity(fd: int) -> tuple[int, int] | None:
+    """What ``fd`` refers to (device, inode); None once it is closed."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class _Child:
     """Everything the child does, around one experiment call."""
 
     def __init__(self, spec: Mapping[str, Any], fd: int, channel: Channel) -> None:
         self.fd = fd
+        self._fd_identity = _identity(fd)
         self.pipe_ok = True
         self.channel = channel
         self.experiment: str = spec["experiment"]
@@ -95,6 +105,10 @@ class _Child:
         if not self.pipe_ok:
             return
         try:
+            if _identity(self.fd) != self._fd_identity:
+                # The experiment closed our socket (os.closerange) and the number now names
+                # a file of its own: write nothing there. current.conf tells the parent.
+                raise OSError(errno.EBADF, "the socket to the worker was closed")
             messages.write_message(self.fd, message)
         except OSError:
             # The parent is gone: nobody will record what we do, so ask the experiment to
@@ -251,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.load(f)
     os.unlink(spec_path)
     channel.save_interval = float(spec.get("save_interval", 1.0))
+    channel.deadline = spec.get("deadline")  # channel.time_left()
     # We were started in the job's private directory, so that `-m` put that (and not the
     # workdir, where a file named json.py or ast.py would shadow the standard library) first
     # on sys.path. Now: the parent's python_path there instead, and cwd = the workdir.

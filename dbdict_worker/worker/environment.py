@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from dbdict_worker.backoff import doubling
 from dbdict_worker.job.sync import ExpRoot
 from dbdict_worker.job.workdir import EnvironmentFault, make_job_dir
 
@@ -57,7 +58,7 @@ class Health:
         self.reason = reason[:MAX_REASON]
         if self.failures >= self.limit:
             return None
-        pause = min(self.first_pause * 2 ** (self.failures - 1), MAX_PAUSE)
+        pause = doubling(self.failures, self.first_pause, MAX_PAUSE)
         self.pause_until = self.clock() + pause
         return pause
 

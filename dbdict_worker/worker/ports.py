@@ -37,7 +37,8 @@ class QueueStore(Protocol):
     def set_worker_state(self, worker_id: str, state: str) -> None: ...
 
     def book(self, worker_id: str, host: str, *, tables: Sequence[str] | None = None,
-             n: int = 1, missing_ok: bool = False) -> list[Booking]: ...
+             n: int = 1, missing_ok: bool = False,
+             run_info: str | None = None) -> list[Booking]: ...
 
     def unbook(self, token: Token, reason: str) -> None:
         """Give back a job that never started, its attempt not counted (LostOwnership too)."""
@@ -51,13 +52,17 @@ class QueueStore(Protocol):
     def requeue_job(self, token: Token, *, priority: float = RESTART_PRIORITY,
                     state: Mapping[str, Any] | None = None, reason: str = "incomplete",
                     workdir: str | None = None, delay: float = 0.0,
-                    restarts: int | None = None) -> None: ...
+                    restarts: int | None = None, retried: int | None = None,
+                    event: str = "requeued") -> None: ...
 
     def next_due(self, *, tables: Sequence[str] | None = None) -> float | None:
         """Seconds until the first job waiting out a restart delay may be booked, or None."""
 
     def counts(self, **select: Any) -> dict[tuple[str, Status], int]:
         """Number of jobs per (table, status)."""
+
+    def put_log_tails(self, rows: Sequence[Any]) -> int:
+        """Store the tails of running or ended attempts' output (``db.logs.LogTail`` rows)."""
 
     def requeue_stale(self, lease_seconds: float, *,
                       by_worker: str | None = None) -> list[Rescued]:

@@ -22,6 +22,7 @@ import os
 import random
 from typing import Any, Callable, Mapping
 
+from dbdict_worker.backoff import doubling
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import UsageError
 from dbdict_worker.job.process import Outcome
@@ -42,11 +43,15 @@ JITTER = 0.2
 @dataclasses.dataclass(frozen=True)
 class Restart:
     """How a START run goes back to the queue: after ``delay`` seconds (0: at once), with
-    ``restarts`` as its new count (None: unchanged); ``reason`` for its event."""
+    ``restarts`` as its new count (None: unchanged), ``retried`` as its new count of retries
+    used (None: unchanged; :mod:`.retries`); ``reason`` and ``event`` (the kind) for its
+    event."""
 
     delay: float = 0.0
     restarts: int | None = None
     reason: str | None = None
+    retried: int | None = None
+    event: str = "requeued"
 
 
 def delay_base_from_env() -> float:
@@ -64,9 +69,7 @@ def delay_base_from_env() -> float:
 def restart_delay(n: int, base: float, rand: Callable[[], float] = random.random) -> float:
     """The delay before the ``n``-th restart in a row without progress (n >= 1):
     ``min(base * 2**(n-1), base * DELAY_CAP_FACTOR)``, times a jitter in 1 ± JITTER."""
-    exponent = min(max(n, 1) - 1, 32)  # bounded: 2**32 is far past any cap
-    delay = min(base * 2.0 ** exponent, base * DELAY_CAP_FACTOR)
-    return delay * (1.0 + JITTER * (2.0 * rand() - 1.0))
+    return doubling(n, base, base * DELAY_CAP_FACTOR, jitter=JITTER, rand=rand)
 
 
 def made_progress(booked: Mapping[str, Any], ended: Mapping[str, Any]) -> bool:

@@ -29,17 +29,18 @@ from typing import Any, Callable
 
 from dbdict_worker.constants import EXIT_ENVIRONMENT, Status
 from dbdict_worker.db import workers as workerq
-from dbdict_worker.job import forkserver
+from dbdict_worker.job import forkserver, scratch
 from dbdict_worker.job.jobrun import JobRun, RunResult
 from dbdict_worker.job.process import JobSpec, Outcome
 from dbdict_worker.errors import DbdictError, LostOwnership, NotFound
 from dbdict_worker.job.sync import ExpRoot, Syncer
 from dbdict_worker.job.workdir import EnvironmentFault
+from dbdict_worker import provenance
 from dbdict_worker.names import safe_segment
 from dbdict_worker.records import reserved
 from dbdict_worker.signals import handling, same_handler
 from dbdict_worker.store import Booking
-from dbdict_worker.worker import restarts, sdnotify
+from dbdict_worker.worker import restarts, retries, sdnotify
 from dbdict_worker.worker.events import (Booked, ControlSent, Draining, Ended, Exited,
                                          Finished, JobsReady, Message, Milestone, Observer,
                                          OutageEnded, OutageStarted, Saved, Stopping,
@@ -47,7 +48,9 @@ from dbdict_worker.worker.events import (Booked, ControlSent, Draining, Ended, E
 from dbdict_worker.worker.lease import Leases
 from dbdict_worker.worker.environment import Health, check as check_environment
 from dbdict_worker.worker.ports import JobRunFactory, QueueStore, RunsJob
+from dbdict_worker.worker.logship import LogShip
 from dbdict_worker.worker.rescue import Rescuer
+from dbdict_worker.worker.walltime import Walltime
 from dbdict_worker.worker.writes import (CALL_RETRY_SECONDS, FINAL_WAIT_SECONDS, MAX_BACKOFF,
                                          Final, Outage, Writes)
 
@@ -80,6 +83,11 @@ class WorkerConfig:
     env_failure_limit: int = 5
     #: The first pause without booking after such a failure; each next one doubles.
     env_pause: float = 2.0
+    #: Bytes of each attempt's stdout and stderr kept in the database (0: none): logship.py.
+    log_tail: int = 65536
+    #: Seconds it may run, and the least left to book: see worker/walltime.py (None: default).
+    walltime: float | None = None
+    min_remaining: float | None = None
 
     def __post_init__(self) -> None:
         if self.gpus:
@@ -124,6 +132,7 @@ class Supervisor:
         #: The first delay of a restart without progress (worker/restarts.py), in seconds.
         self.restart_base = restarts.delay_base_from_env()
         self.host = socket.gethostname()
+        self.run_info = provenance.run_info_json(config.gpus)  # each booking records it
         self.worker_id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # In an outage, try again often enough to renew the leases in time once it is over.
         self.outage = Outage(self._milestone, clock=clock,
@@ -131,6 +140,7 @@ class Supervisor:
         self.leases = Leases(config.lease, config.heartbeat)
         self.store = store.with_retry(call_retry, watcher=self.outage)
         self.writes = Writes(self.store, self.outage, self._milestone)
+        self.logs = LogShip(self.store, self.outage, config.log_tail, config.heartbeat, clock=clock)
         self.rescuer = Rescuer(self.store, self.outage, self.worker_id, config.lease)
         self.messages: queue.Queue[Message] = queue.Queue()
         self.slots: dict[int, Slot] = {}
@@ -148,6 +158,8 @@ class Supervisor:
         self.forkserver = forkserver.ForkServer() if forkserver.enabled() else None
         self._free_gpus = list(config.gpus or [])
         self.health = Health(config.env_failure_limit, config.env_pause, clock)
+        self.walltime = Walltime(config.walltime, min_remaining=config.min_remaining,
+                                 grace=config.grace, clock=clock)
         self.exit_code = 0
         target = store.target
         db_name = target.url.database or "db"
@@ -170,6 +182,7 @@ class Supervisor:
 
     def run(self) -> int:
         """The main loop; returns the exit code (0: drained, stopped, empty or done)."""
+        scratch.remove_dead()  # job scratch dirs of killed workers on this host ($TMPDIR)
         missing = self.store.register_worker(self.worker_id, self.host, os.getpid(),
                                              self.cfg.slots, self.cfg.tables)
         if missing:
@@ -183,6 +196,7 @@ class Supervisor:
         sdnotify.notify(f"READY=1\nSTATUS=worker {self.worker_id}")
         try:
             while True:
+                self.walltime.tick(self.clock(), drain=self.request_drain, stop=self.request_stop)
                 self._act_on_signals()
                 now = self.clock()
                 if now >= self._next_beat:
@@ -298,7 +312,8 @@ class Supervisor:
             n = min(n, self.cfg.max_jobs - self.booked)
         sent = self.leases.now()
         bookings = self.outage.call(lambda: self.store.book(
-            self.worker_id, self.host, tables=self.cfg.tables, n=n, missing_ok=True))
+            self.worker_id, self.host, tables=self.cfg.tables, n=n, missing_ok=True,
+            run_info=self.run_info))
         if bookings is None:
             return
         for booking in bookings:
@@ -376,11 +391,13 @@ class Supervisor:
             log.warning("this machine can start jobs again")
             self._set_state(self._state_name())
         gpu = self._free_gpus.pop(0) if self._free_gpus else None
-        info = reserved(job)
+        info = reserved(job, provenance=False)
         info["dbdict.workdir"] = str(remote) if remote is not None else str(local)
         spec = JobSpec(job.experiment, booking.state, workdir=local, reserved=info,
                        env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {},
-                       renewed_until=renewed_until)
+                       renewed_until=renewed_until,
+                       deadline=self.walltime.job_deadline(job.timeout),
+                       timeout=job.timeout, stall_after=job.stall_after)
         syncer = Syncer(remote, local) if remote is not None else None
         run = self.job_run(spec, syncer=syncer, grace=self.cfg.grace, forkserver=self.forkserver,
                            on_save=lambda state, i=job.id: self.messages.put(Saved(i, state)))
@@ -388,6 +405,7 @@ class Supervisor:
         slot.thread = threading.Thread(target=self._slot_main, args=(slot,),
                                        name=f"job-{job.id}", daemon=True)
         self.slots[job.id] = slot
+        self.logs.track(job.id, booking.token.attempt, run)
         log.info("job %d booked (attempt %d)%s: %s", job.id, booking.token.attempt,
                  f" on GPU {gpu}" if gpu is not None else "", job.experiment)
         slot.thread.start()
@@ -476,13 +494,15 @@ class Supervisor:
 
     def _done(self, job_id: int, result: RunResult) -> None:
         slot = self.slots.pop(job_id)
+        self.logs.finish(job_id)  # its final output tail, before the status and the rmtree
         self.writes.forget_save(job_id)
         if slot.gpu is not None:
             self._free_gpus.append(slot.gpu)
         self._wake = True  # a slot is free
         seconds = self.clock() - slot.started
-        # INCOMPLETE without new progress comes back later, and past its limit ends ERR_RUN.
-        outcome, restart = restarts.after_run(slot.booking, result.outcome, self.restart_base)
+        # INCOMPLETE without new progress comes back later, and past its limit ends ERR_RUN;
+        # a failure of a class the job retries comes back after its retry delay.
+        outcome, restart = retries.after_run(slot.booking, result.outcome, self.restart_base)
         result = dataclasses.replace(result, outcome=outcome)
         self._milestone(Ended(job_id, result.outcome.status))
         if slot.run.abandoned:
@@ -548,6 +568,7 @@ class Supervisor:
         self.writes.drop_unowned(owned)
         if not self.stopping and self.rescuer.rescue():
             self._wake = True  # book what was just requeued
+        self.logs.flush()  # the output tails of the jobs whose output grew, one statement
 
     def _set_state(self, state: str) -> None:
         self.outage.call(lambda: self.store.set_worker_state(self.worker_id, state))

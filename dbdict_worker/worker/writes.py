@@ -227,7 +227,8 @@ class Writes:
                 self.store.requeue_job(token, priority=RESTART_PRIORITY, state=outcome.state,
                                        reason=reason or "incomplete",
                                        workdir=final.record_workdir, delay=restart.delay,
-                                       restarts=restart.restarts)
+                                       restarts=restart.restarts, retried=restart.retried,
+                                       event=restart.event)
                 log.info("job %d requeued at priority %g after %.1fs (%s)%s", job.id,
                          RESTART_PRIORITY, final.seconds, reason or "INCOMPLETE",
                          f", bookable in {restart.delay:.3g}s" if restart.delay > 0 else "")

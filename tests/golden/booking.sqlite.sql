@@ -5,7 +5,7 @@
 -- DBDICT_UPDATE_GOLDEN=1 rewrites this file.
 
 -- Tables given (a worker started with --table):
-UPDATE jobs SET status=:status, attempts=(jobs.attempts + :attempts_1), updated_at=strftime('%Y-%m-%d %H:%M:%f000', 'now'), booked_at=strftime('%Y-%m-%d %H:%M:%f000', 'now'), heartbeat_at=strftime('%Y-%m-%d %H:%M:%f000', 'now'), finished_at=NULL, worker_id=:new_worker, host=:new_host, error=NULL, not_before=NULL WHERE jobs.id IN (SELECT jobs.id
+UPDATE jobs SET status=:status, attempts=(jobs.attempts + :attempts_1), updated_at=strftime('%Y-%m-%d %H:%M:%f000', 'now'), booked_at=strftime('%Y-%m-%d %H:%M:%f000', 'now'), heartbeat_at=strftime('%Y-%m-%d %H:%M:%f000', 'now'), finished_at=NULL, worker_id=:new_worker, host=:new_host, error=NULL, not_before=NULL, run_info=:new_run_info WHERE jobs.id IN (SELECT jobs.id
 FROM jobs
 WHERE jobs.status = :status_1 AND (jobs.not_before IS NULL OR jobs.not_before <= strftime('%Y-%m-%d %H:%M:%f000', 'now')) AND jobs.table_id IN (__[POSTCOMPILE_table_ids]) ORDER BY jobs.priority DESC, jobs.id
  LIMIT :n OFFSET :param_1) RETURNING id;

@@ -132,7 +132,7 @@ class JobRun:
         self._limits = Limits.for_job(spec.timeout, spec.stall_after, proc.pid, proc.workdir)
         if self.on_start is not None:
             self.on_start(proc)
-        pusher = SavePusher(self.syncer, allowed=lambda: not self._abandoned) \
+        pusher = SavePusher(self.syncer, allowed=lambda: self._may_push(proc)) \
             if self.syncer else None
         try:
             outcome = self._follow(proc, pusher)
@@ -202,9 +202,26 @@ class JobRun:
             if proc.kill():
                 log.info("job process %d %s: killed", proc.pid, self._kill_why)
 
+    def _may_push(self, proc: JobProcess) -> bool:
+        """Whether this run may write the job's copy in the exproot now: the job is still
+        ours and its lease holds (a worker frozen past its lease may have lost the job to a
+        worker that is pulling that copy; a push then could mix two save points)."""
+        return not self._abandoned and proc.lease_held()
+
     def _push(self, outcome: Outcome) -> RunResult:
         if self.syncer is None:
             return RunResult(outcome)
+        # The final push waits for the lease to be renewed, or for the job to be taken away.
+        while self.process is not None and not self._abandoned \
+                and not self.process.lease_held():
+            if self._stop_requests:
+                # Leaving with a lapsed lease: the job may be another worker's by now. Write
+                # nothing; it comes back by lease from its last pushed save point.
+                log.warning("job process %d: its lease lapsed and the worker is leaving: "
+                            "nothing is pushed or written", self.process.pid)
+                self._abandoned = True
+                break
+            time.sleep(POLL)
         if self._abandoned:
             return RunResult(outcome, pushed=False)
         try:

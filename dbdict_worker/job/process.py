@@ -153,6 +153,8 @@ class JobProcess:
         self._to_child: socket.socket | None = socket.socket(fileno=os.dup(read_fd))
         self._private_dir = private_dir
         self._reserved = reserved
+        #: Until when (CLOCK_MONOTONIC) the job's lease is renewed; None: no lease.
+        self.renewed_until = spec.renewed_until
         self._lock = threading.Lock()
         self._activity = threading.Event()
         self._done = threading.Event()
@@ -348,6 +350,7 @@ class JobProcess:
         its group if it is paused and ``until`` is still ahead; True if it was resumed."""
         data = messages.encode({"kind": messages.RENEWED, "until": until})
         with self._lock:
+            self.renewed_until = until  # what lease_held() answers, even once it has exited
             if self._reaped or self._to_child is None:
                 return False
             try:
@@ -359,6 +362,13 @@ class JobProcess:
             if until <= time.monotonic() or not _group_stopped(self.pid):
                 return False
             return _killpg(self.pid, signal.SIGCONT)
+
+    def lease_held(self) -> bool:
+        """Whether the job's lease is renewed for now (always, without a lease). Its copy in
+        the exproot is written only then: once the lease has lapsed, another worker may have
+        rescued the job and be reading that copy."""
+        until = self.renewed_until
+        return until is None or time.monotonic() < until
 
     def answer_push(self, pushed: bool) -> None:
         """Let the child waiting at a save point go on (``pushed``: the push succeeded)."""

@@ -1,8 +1,9 @@
 """Doubling delays: ``base * 2**(n-1)``, capped, with an optional jitter.
 
 One formula for every "wait longer each time" of the package: restarts without progress
-(:mod:`dbdict_worker.worker.restarts`), retries of failed attempts (:mod:`dbdict_worker.retrying`)
-and a worker's pauses while its machine cannot start jobs (:mod:`dbdict_worker.worker.environment`).
+(:mod:`dbdict_worker.worker.restarts`), retries of failed attempts (:mod:`dbdict_worker.retrying`),
+a worker's pauses while its machine cannot start jobs (:mod:`dbdict_worker.worker.environment`)
+and its pauses between calls while the database is away (:mod:`dbdict_worker.worker.writes`).
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any, Callable, TypeVar
 
+from dbdict_worker.backoff import doubling
 from dbdict_worker.constants import RESTART_PRIORITY, Status
 from dbdict_worker.errors import DatabaseUnavailable, LostOwnership
 from dbdict_worker.job.jobrun import RunResult
@@ -59,7 +60,7 @@ class Outage:
         #: clock() since when no call has failed; None: none ever has.
         self.healthy_since: float | None = None
         self.retry_at = 0.0
-        self._backoff = FIRST_BACKOFF
+        self._gave_up_times = 0  # calls given up in the current outage
         self._failing = False
 
     @property
@@ -116,10 +117,10 @@ class Outage:
         self._failing = True
         if self.down_since is None:
             self.down_since = now
-            self._backoff = min(FIRST_BACKOFF, self.max_backoff)
+            self._gave_up_times = 0
             self.on_change(OutageStarted(reason))
-        self.retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, self.max_backoff)
+        self._gave_up_times += 1
+        self.retry_at = now + doubling(self._gave_up_times, FIRST_BACKOFF, self.max_backoff)
 
 
 @dataclasses.dataclass

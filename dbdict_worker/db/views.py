@@ -43,6 +43,12 @@ def column_name(key: str) -> str:
     return f"{head}~{digest}"
 
 
+def _quoted(name: str) -> sa.sql.quoted_name:
+    """A column name always quoted: a dialect quotes only the words it knows to be
+    reserved, and SQLite's list lacks some (a key named ``nothing`` broke the view)."""
+    return sa.sql.quoted_name(name, quote=True)
+
+
 def _status_name() -> sa.ColumnElement:
     return sa.case(*[(jobs.c.status == int(s), s.name) for s in Status], else_=sa.null())
 
@@ -67,7 +73,7 @@ def _reserved_columns(*, as_text: bool = False) -> list[sa.ColumnElement]:
                 col = _py_time_text(col)
             elif as_text and r.kind == BOOL:  # Python's spelling, as csv.writer writes it
                 col = sa.case((col, "True"), (sa.not_(col), "False"))
-        cols.append(col.label(r.key))
+        cols.append(col.label(_quoted(r.key)))
     return cols
 
 
@@ -99,7 +105,7 @@ def view_select(conn: Connection, sel: Selection) -> tuple[sa.Select, list[str]]
             continue
         seen.add(name)
         names.append(name)
-        cols.append(_key_column(key, types[key]).label(name))
+        cols.append(_key_column(key, types[key]).label(_quoted(name)))
     stmt = (
         sa.select(*cols)
         .select_from(provenance.with_submissions(jobs.join(job_tables))
@@ -132,7 +138,7 @@ def csv_select(conn: Connection, sel: Selection, keys: list[str]) -> str:
     for key in keys:
         # txt is each value's exact Python spelling already (None has none).
         mine = state.c.key == sa.literal(key, sa.Text)
-        cols.append(sa.func.max(sa.case((mine, state.c.txt))).label(key))
+        cols.append(sa.func.max(sa.case((mine, state.c.txt))).label(_quoted(key)))
     inner = (
         sa.select(*cols, jobs.c.id.label("_order"))
         .select_from(provenance.with_submissions(jobs.join(job_tables))
@@ -142,9 +148,22 @@ def csv_select(conn: Connection, sel: Selection, keys: list[str]) -> str:
         .subquery("pivot")
     )
     # Empty strings as NULL, so that both come out as an empty field, as csv.writer does.
-    stmt = sa.select(*[sa.func.nullif(inner.c[c.name], "").label(c.name) for c in cols])\
+    stmt = sa.select(*[sa.func.nullif(inner.c[c.name], "").label(_quoted(c.name))
+                       for c in cols])\
         .order_by(inner.c._order)
-    return str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    return literal_sql(conn, stmt)
+
+
+def literal_sql(conn: Connection, stmt: sa.Select) -> str:
+    """``stmt`` as text with its literals inlined (escaped by SQLAlchemy), for what takes no
+    parameters: COPY, CREATE VIEW, EXPLAIN, a statement run on the plain cursor."""
+    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    if conn.dialect.paramstyle in ("format", "pyformat"):
+        # psycopg2's dialect doubles every % (in literals and identifiers too) for the
+        # driver's parameter interpolation, which a statement run without parameters never
+        # undoes: a key or --where value "50%" would be read as "50%%".
+        sql = sql.replace("%%", "%")
+    return sql
 
 
 def create_view(conn: Connection, name: str, sel: Selection) -> list[str]:
@@ -153,7 +172,7 @@ def create_view(conn: Connection, name: str, sel: Selection) -> list[str]:
         raise UsageError(f"{name!r} cannot be a view name (it is one of dbdict's tables)")
     stmt, names = view_select(conn, sel)
     quoted = conn.dialect.identifier_preparer.quote_identifier(name)
-    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    sql = literal_sql(conn, stmt)
     _exec_raw(conn, f"DROP VIEW IF EXISTS {quoted}")
     _exec_raw(conn, f"CREATE VIEW {quoted} AS {sql}")
     return names

@@ -110,3 +110,21 @@ def test_postgres_csv_by_copy_equals_the_python_writer(pg_store):
     python_rows = list(csv.reader(io.StringIO(by_python.getvalue())))
     assert copy_rows == python_rows
     assert len(copy_rows) == 4 and copy_rows[1][copy_rows[0].index("nl")] == "two\nlines"
+
+
+def test_keys_and_values_with_percent_signs_or_sql_words_survive_view_and_export(store, tmp_path):
+    """psycopg2's dialect doubles '%' for its parameters in SQL run without any; SQLite's
+    dialect does not quote every word SQLite reserves (``nothing``)."""
+    store.enqueue("x.y", [{"pct%s": "50%", "nothing": 1, "select": 2.5}])
+    names = store.create_view("odd")
+    assert {"pct%s", "nothing", "select"} <= set(names)
+    with store.engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            'SELECT "pct%%s", "nothing", "select" FROM odd' if not store.target.is_sqlite
+            else 'SELECT "pct%s", "nothing", "select" FROM odd').one()
+    assert tuple(row) == ("50%", 1, 2.5)
+    out = io.StringIO()
+    store.export(out, fmt="csv")
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert (rows[0]["pct%s"], rows[0]["nothing"], rows[0]["select"]) == ("50%", "1", "2.5")
+    assert len(store.jobs(where=[("pct%s", "50%")])) == 1

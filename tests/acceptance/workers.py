@@ -59,6 +59,6 @@ def alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or exiting while we read
         return False
     return "zombie" not in status

@@ -131,3 +131,17 @@ def check_count(jobs: int, *, yes: bool, limit: int = MAX_ENQUEUE_JOBS) -> None:
     if jobs > limit and not yes:
         raise UsageError(f"this enqueue makes {jobs:,} jobs, more than {limit:,}: check the "
                          "sweep, or pass --yes to enqueue them all")
+
+
+def parse_where(items: Iterable[str]) -> list[tuple[str, Any]]:
+    """``--where key=value`` filters; values are Python literals like parameters."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--where takes key=value, got {item!r}")
+        key, _, text = item.partition("=")
+        key = statemod.check_key(key.strip())
+        if statemod.is_reserved(key):
+            raise UsageError(f"--where {key}: filter reserved keys with --status or ids")
+        out.append((key, statemod.parse_value(text)))
+    return out

@@ -10,10 +10,11 @@ from typing import Any, Callable, Iterable
 
 import click
 
-from dbdict_worker import state as statemod
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError, NotFound, UsageError
 from dbdict_worker.names import table_list
+# The --where parser lives with the parameters (the dashboard reads the same syntax).
+from dbdict_worker.params import parse_where  # noqa: F401
 
 log = logging.getLogger("dbdict_worker")
 
@@ -161,20 +162,6 @@ def quiet_broken_pipe() -> None:
     except (OSError, ValueError):
         pass
     sys.exit(EXIT_BROKEN_PIPE)
-
-
-def parse_where(items: Iterable[str]) -> list[tuple[str, Any]]:
-    """``--where key=value`` filters; values are Python literals like parameters."""
-    out = []
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--where takes key=value, got {item!r}")
-        key, _, text = item.partition("=")
-        key = statemod.check_key(key.strip())
-        if statemod.is_reserved(key):
-            raise UsageError(f"--where {key}: filter reserved keys with --status or ids")
-        out.append((key, statemod.parse_value(text)))
-    return out
 
 
 def selection_args(ids: Iterable[int], where: Iterable[str], status: Iterable[str],

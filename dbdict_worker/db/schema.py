@@ -17,7 +17,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from dbdict_worker.constants import DEFAULT_MAX_RESTARTS
 
 #: The alembic revision this code expects (a test checks it is the migrations' head).
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 #: Our own alembic version table, so we never collide with an application's ``alembic_version``.
 VERSION_TABLE = "dbdict_schema_version"
 
@@ -202,6 +202,9 @@ state = sa.Table(
     sa.Column("txt", ByteText),
 )
 sa.Index("state_value", state.c.key, sa.func.substr(state.c.txt, 1, TXT_PREFIX))
+# Pages sorted by a key walk this in order (db/dashboard.py): numbers by value, then text.
+sa.Index("state_sort", state.c.key, state.c.num, sa.func.substr(state.c.txt, 1, TXT_PREFIX),
+         state.c.job_id)
 
 workers = sa.Table(
     "workers",

@@ -15,8 +15,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COMPLETE", "INCOMPLETE", "RESTART_PRIORITY", "Status", "DD", "expand", "flatten", "make",
-    "resolve", "sweep", "geom", "igeom", "Store",
+    "resolve", "sweep", "geom", "igeom", "Store", "read_results",
 ]
+
+
+def read_results(url: str | None = None, *, table: str | None = None, where: Any = None,
+                 statuses: Any = None) -> Any:
+    """The jobs of the database at ``url`` as a pandas DataFrame (``Store.dataframe``; the
+    ``pandas`` extra). ``url`` as for ``Store.open``; None: ``DBDICT_DB``, else
+    ``./dbdict.sqlite``."""
+    import os
+
+    from dbdict_worker.store import Store
+
+    with Store.open(url or os.environ.get("DBDICT_DB") or None) as store:
+        return store.dataframe(table=table, where=where, statuses=statuses)
 
 
 def __getattr__(name: str) -> Any:

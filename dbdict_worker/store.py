@@ -380,6 +380,13 @@ class Store:
                 return counter.rows
             return exportmod.write_csv(out, keys, rows)
 
+    def dataframe(self, table: Sequence[str] | str | None = None, where: Any = None,
+                  statuses: Any = None, ids: Iterable[int] | None = None) -> Any:
+        """The selected jobs as a pandas DataFrame with the view's columns and types (the
+        ``pandas`` extra; see :mod:`dbdict_worker.frames`)."""
+        from dbdict_worker import frames
+        return frames.dataframe(self, tables=table, where=where, statuses=statuses, ids=ids)
+
     # ---------------------------------------------------------------------------------------
     # Changes a user asks for (each returns the ids changed)
 

@@ -15,6 +15,8 @@
   in interleaved runs (:mod:`.logcost`; the on/off ratio is the figure);
 - pickup latency: an idle worker (LISTEN, no fast polling); from ``enqueue()`` returning to
   the experiment's first line, p50/p95, next to one ``python -c pass`` spawn.
+- results in pandas: ``Store.dataframe`` of N jobs x 10 keys next to the CSV export of the
+  same jobs, interleaved (:mod:`.frames`; ``--only dataframe`` measures it alone).
 
 It works in job tables of its own (``dbdict_bench_<random>``) and deletes them afterwards.
 """
@@ -37,6 +39,7 @@ from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError
 # Light (psycopg2 only): the spawned bare workers import this module before they start.
 from dbdict_worker.db import baselines
+from dbdict_worker.bench import frames as benchframes
 from dbdict_worker.bench import logcost
 
 
@@ -369,6 +372,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--procs", default="4", help="comma-separated process counts")
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure (median)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", choices=["dataframe"],
+                        help="measure this figure alone (dataframe: Store.dataframe next to "
+                             "the CSV export of the same jobs)")
     parser.add_argument("--history", type=int, default=0, metavar="N",
                         help="also measure booking with N finished jobs in the table "
                              "(e.g. 1000000)")
@@ -388,7 +394,12 @@ def _run(args: argparse.Namespace) -> int:
     procs = [int(x) for x in args.procs.split(",")]
     runs: dict[str, list[float]] = {}
     for _ in range(args.repeat):
-        measured = measure_enqueue(args.db, n_enqueue)
+        measured = benchframes.measure_dataframe(args.db, sample_states(n_enqueue))
+        if args.only == "dataframe":
+            for k, v in measured.items():
+                runs.setdefault(k, []).append(v)
+            continue
+        measured.update(measure_enqueue(args.db, n_enqueue))
         for p in procs:
             measured.update(measure_book_finish(args.db, n_book, p))
         measured.update(measure_end_to_end(args.db, n_e2e))
@@ -401,6 +412,9 @@ def _run(args: argparse.Namespace) -> int:
     figures = {k: statistics.median(v) for k, v in runs.items()}
     if args.json:
         print(json.dumps(figures, indent=1))
+        return 0
+    if args.only == "dataframe":
+        print("  ".join(benchframes.table_row(figures, n_enqueue)))
         return 0
     sizes = {"enqueue": n_enqueue, "book": n_book, "e2e": n_e2e}
     print("\n".join(format_table(figures, sizes=sizes, procs=procs, history=args.history)))
@@ -436,6 +450,8 @@ def format_table(figures: dict[str, float], *, sizes: dict[str, int], procs: lis
          f"{f['pickup_p50_ms']:.0f} / {f['pickup_p95_ms']:.0f}",
          f"bare python -c pass {f['bare_spawn_ms']:.0f} ms", "p50 <= 50"),
     ]
+    if "dataframe_ratio" in f:
+        rows.append(benchframes.table_row(f, sizes["enqueue"]))
     if history:
         rows.append((f"book+finish, {history} DONE in table (jobs/s)",
                      f"{f['book_finish_with_history_jobs_per_s']:.0f}",

@@ -18,6 +18,7 @@ from dbdict_worker.cli.diff import diff_command
 from dbdict_worker.cli.provenance import provenance_lines
 from dbdict_worker.cli.wait import wait_command
 from dbdict_worker.cli.run import help_command, run_command
+from dbdict_worker.cli.serve import report_command, serve_command
 from dbdict_worker.constants import Status
 from dbdict_worker.records import job_record, reserved
 from dbdict_worker.state import format_value
@@ -154,13 +155,29 @@ def show(job_id: int, as_json: bool, json_nan: str, db: str | None, table: str |
 @main.command(context_settings=CONTEXT)
 @select_options
 @click.option("--by", "by_key", metavar="KEY", help="Count per value of parameter KEY too.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable counts.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable counts (with "
+              "--watch: one JSON overview per line).")
+@click.option("--watch", is_flag=True, help="Redraw counts, progress, rates, ETA and workers "
+              "until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), metavar="SECONDS",
+              help="With --watch: seconds between frames (default 2).")
 @db_options
 @handle_errors
 def status(where: tuple[str, ...], status: tuple[str, ...], by_key: str | None,
-           as_json: bool, db: str | None, table: str | None, debug: bool) -> None:
-    """Count jobs per status (per table, or per value of a parameter with --by)."""
+           as_json: bool, watch: bool, interval: float | None, db: str | None,
+           table: str | None, debug: bool) -> None:
+    """Count jobs per status (per table, or per value of a parameter with --by); --watch
+    redraws an overview every few seconds (for an ssh session)."""
+    from dbdict_worker.cli import watch as watchmod
+
+    watchmod.check_options(by_key=by_key, where=where, status=status, interval=interval,
+                           watch=watch)
     sel = selection_args((), where, status, table, need_one=False)
+    if watch:
+        with open_store(db, table) as store:
+            watchmod.watch(store, tables=sel["tables"], as_json=as_json,
+                           interval=interval or watchmod.DEFAULT_INTERVAL)
+        return
     names = [s.name for s in Status]
     with open_store(db, table) as store:
         if by_key:
@@ -293,9 +310,11 @@ def view_drop(name: str, db: str | None, debug: bool) -> None:
 
 @main.command(context_settings=CONTEXT)
 @select_options
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "table"]), default="csv",
-              show_default=True, help="table: aligned text for people (id, status and the "
-                                      "parameters and results).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "table", "parquet"]),
+              default="csv", show_default=True,
+              help="table: aligned text for people (id, status and the parameters and "
+                   "results); parquet: a typed file for pandas and others (needs -o FILE "
+                   "and pyarrow).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
               help="Write to this file instead of standard output.")
 @json_nan_option
@@ -303,8 +322,19 @@ def view_drop(name: str, db: str | None, debug: bool) -> None:
 @handle_errors
 def export(where, status, fmt, output, json_nan, db, table, debug) -> None:
     """Export jobs as CSV (one row per job, one column per key), as a JSON array of flat
-    objects (reserved dbdict.* columns first in both), or as a text table."""
+    objects (reserved dbdict.* columns first in both), as a text table, or as a parquet
+    file with the SQL view's column types."""
     sel = selection_args((), where, status, table, need_one=False)
+    if fmt == "parquet":
+        from dbdict_worker import frames
+        from dbdict_worker.errors import UsageError
+
+        if not output or output == "-":  # binary: never onto a terminal or into a pipe
+            raise UsageError("--format parquet writes a binary file: give it with -o FILE")
+        with open_store(db, table) as store:
+            n = frames.write_parquet(store, output, **sel)
+        click.echo(f"wrote {n} jobs to {output}", err=True)
+        return
     with open_store(db, table) as store:
         out = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
         try:
@@ -321,6 +351,8 @@ main.add_command(help_command, "help")
 main.add_command(select_options(wait_command), "wait")  # --status, --where as list's
 main.add_command(diff_command, "diff")
 main.add_command(logs_command, "logs")
+main.add_command(serve_command, "serve")
+main.add_command(report_command, "report")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

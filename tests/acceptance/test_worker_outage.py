@@ -42,7 +42,9 @@ def test_database_restart_under_running_jobs(private_pg, private_db, tmp_path):
     # their worker renews it; no heartbeat counts as older than the server's start, so each
     # worker has a whole lease after the restart to renew before anyone may take its jobs.
     (tmp_path / "exproot").mkdir()
-    args = ("--slots", "2", "--heartbeat", "0.5", "--lease", "3", "--poll-interval", "0.5",
+    # (4 s: after the server is back a worker retries within a third of its lease, then
+    # renews; 3 s left too little margin on a loaded 2-core machine, seen once in the suite.)
+    args = ("--slots", "2", "--heartbeat", "0.5", "--lease", "4", "--poll-interval", "0.5",
             "--until-empty", "--exproot", str(tmp_path / "exproot"))
     workers = [WorkerProc(private_db, tmp_path, f"w{k}", *args) for k in range(2)]
     try:
@@ -59,7 +61,8 @@ def test_database_restart_under_running_jobs(private_pg, private_db, tmp_path):
             w.close()
     for job, state in store.jobs_with_state():
         assert state["result"] == 80 * 81 // 2
-        assert job.attempts == 1 and job.losses == 0, job  # none requeued spuriously
+        # None requeued spuriously (the history says by whom, if one was).
+        assert job.attempts == 1 and job.losses == 0, (job, store.events(job.id))
         assert "lost" not in [e.kind for e in store.events(job.id)]
     logs = [w.log() for w in workers]
     assert any("database unreachable" in log for log in logs)

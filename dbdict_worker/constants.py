@@ -15,6 +15,8 @@ class Status(enum.IntEnum):
     ERR_START = 3
     ERR_SYNC = 4
     ERR_RUN = 5
+    #: Stopped early by a search's pruner; its state and files are kept (terminal, like DONE).
+    PRUNED = 6
 
     @classmethod
     def parse(cls, text: str | int) -> "Status":

@@ -51,6 +51,11 @@ class Job:
     #: Provenance: the enqueue's ``submissions`` row, the latest attempt's facts (JSON text).
     submission_id: int | None = None
     run_info: str | None = None
+    #: Search: the search whose trial this is, the trial's number, and whether its pruner
+    #: asked the job to stop early.
+    search_id: int | None = None
+    trial: int | None = None
+    prune_requested: bool = False
     #: That ``submissions`` row, where a reader attached it (db/provenance.py); not a column.
     submission: Submission | None = None
 
@@ -179,6 +184,9 @@ JOB_COLUMNS = (
     jobs.c.stall_after,
     jobs.c.submission_id,
     jobs.c.run_info,
+    jobs.c.search_id,
+    jobs.c.trial,
+    jobs.c.prune_requested,
 )
 
 
@@ -196,4 +204,5 @@ def job_from_row(row: Sequence[Any]) -> Job:
     r[3] = Status(r[3])
     for i in (*range(9, 14), 20):
         r[i] = utc(r[i])
+    r[len(JOB_COLUMNS) - 1] = bool(r[len(JOB_COLUMNS) - 1])  # prune_requested; SQLite: 0/1
     return Job(*r)

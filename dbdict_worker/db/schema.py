@@ -7,6 +7,8 @@
 - ``events``: an append-only history of each job.
 - ``submissions``: who enqueued jobs, how, and from which version of the code.
 - ``job_logs``: the tail of each attempt's stdout and stderr.
+- ``metrics``: the intermediate metrics a job reports (``channel.report``).
+- ``searches``: one row per ``dbdict search``; its trials are jobs.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from dbdict_worker.constants import DEFAULT_MAX_RESTARTS
 
 #: The alembic revision this code expects (a test checks it is the migrations' head).
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 #: Our own alembic version table, so we never collide with an application's ``alembic_version``.
 VERSION_TABLE = "dbdict_schema_version"
 
@@ -142,6 +144,11 @@ jobs = sa.Table(
     # Provenance: the enqueue that made the job, and the latest attempt's (JSON object).
     sa.Column("submission_id", BigId),
     sa.Column("run_info", sa.Text),
+    # Search: the search whose trial this job is, the trial's number in it, and whether the
+    # search's pruner asked it to stop early (its worker then tells the experiment).
+    sa.Column("search_id", BigId),
+    sa.Column("trial", sa.Integer),
+    sa.Column("prune_requested", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # Booking reads these, ordered exactly like the booking query; they hold only ready jobs.
@@ -179,6 +186,9 @@ sa.Index(
     sqlite_where=jobs.c.status == 1,
 )
 sa.Index("jobs_table_status", jobs.c.table_id, jobs.c.status)
+sa.Index("jobs_search", jobs.c.search_id, jobs.c.trial,
+         postgresql_where=jobs.c.search_id.is_not(None),
+         sqlite_where=jobs.c.search_id.is_not(None))
 
 # Value types of the state table's vtype column.
 VTYPE_NONE, VTYPE_BOOL, VTYPE_INT, VTYPE_FLOAT, VTYPE_STR, VTYPE_LIST, VTYPE_TUPLE = range(7)
@@ -263,4 +273,40 @@ job_logs = sa.Table(
     sa.Column("tail", sa.Text, nullable=False, server_default=""),
     sa.Column("size", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("updated_at", Time, nullable=False, server_default=db_now()),
+)
+
+metrics = sa.Table(
+    "metrics",
+    metadata,
+    # What channel.report(step, **metrics) sent: one row per job, attempt, step and key.
+    sa.Column("job_id", BigId, primary_key=True),  # no foreign key: see state.job_id
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("step", sa.BigInteger, primary_key=True),
+    sa.Column("key", ByteText, primary_key=True),
+    sa.Column("value", Double),
+    sa.Column("at", Time, nullable=False, server_default=db_now()),
+)
+
+searches = sa.Table(
+    "searches",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("table_id", sa.Integer, nullable=False),
+    sa.Column("experiment", sa.Text, nullable=False),
+    # The space as JSON (parsed from its TOML file), the objective key and its direction
+    # ('minimize' or 'maximize'), the sampler's and pruner's names, the budget (trials in
+    # all) and how many may be queued or running at once; options: the sampler's and
+    # pruner's own settings, JSON.
+    sa.Column("space", sa.Text, nullable=False),
+    sa.Column("objective", sa.Text, nullable=False),
+    sa.Column("direction", sa.Text, nullable=False),
+    sa.Column("sampler", sa.Text, nullable=False),
+    sa.Column("pruner", sa.Text, nullable=False, server_default="none"),
+    sa.Column("budget", sa.Integer, nullable=False),
+    sa.Column("max_pending", sa.Integer, nullable=False),
+    sa.Column("seed", sa.BigInteger),
+    sa.Column("options", sa.Text),
+    sa.Column("created_at", Time, nullable=False, server_default=db_now()),
+    sa.Column("finished_at", Time),
 )

@@ -15,7 +15,7 @@ import os
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from dbdict_worker import state as statemod
-from dbdict_worker.constants import MAX_ENQUEUE_JOBS
+from dbdict_worker.constants import MAX_ENQUEUE_JOBS, Status
 from dbdict_worker.errors import UsageError
 from dbdict_worker.job.workdir import EXPERIMENT_KEY
 from dbdict_worker.sweeps import (brace_choices, count_sweep, iter_sweep_file, read_sweep_file,
@@ -144,4 +144,16 @@ def parse_where(items: Iterable[str]) -> list[tuple[str, Any]]:
         if statemod.is_reserved(key):
             raise UsageError(f"--where {key}: filter reserved keys with --status or ids")
         out.append((key, statemod.parse_value(text)))
+    return out
+
+
+def parse_statuses(names: Iterable[str]) -> list[Status]:
+    """``--status`` names (any case) or numbers as statuses; a bad one is a UsageError
+    naming the choices."""
+    out = []
+    for name in names:
+        try:
+            out.append(Status.parse(name))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     return out

@@ -10,11 +10,10 @@ from typing import Any, Callable, Iterable
 
 import click
 
-from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError, NotFound, UsageError
 from dbdict_worker.names import table_list
 # The --where parser lives with the parameters (the dashboard reads the same syntax).
-from dbdict_worker.params import parse_where  # noqa: F401
+from dbdict_worker.params import parse_statuses, parse_where  # noqa: F401
 
 log = logging.getLogger("dbdict_worker")
 
@@ -169,12 +168,7 @@ def selection_args(ids: Iterable[int], where: Iterable[str], status: Iterable[st
     """The keyword arguments of ``Store.selection`` for a command's selection options."""
     ids = list(ids)
     where_pairs = parse_where(where)
-    statuses = []
-    for s in status:
-        try:
-            statuses.append(Status.parse(s))
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    statuses = parse_statuses(status)
     if need_one and not (ids or where_pairs or statuses or table):
         raise UsageError("select jobs with ids, --where, --status, --table or --all")
     return {

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from dbdict_worker.cli.common import db_options, handle_errors, open_store, parse_where
-from dbdict_worker.constants import Status
+from dbdict_worker.cli.common import db_options, handle_errors, open_store
+from dbdict_worker.params import parse_statuses, parse_where
 from dbdict_worker.errors import DbdictError, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -128,12 +128,7 @@ def report_command(where: tuple[str, ...], status: tuple[str, ...], output: str,
     from dbdict_worker.dashboard import report
 
     pairs = parse_where(where)
-    statuses = []
-    for s in status:
-        try:
-            statuses.append(Status.parse(s).name)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    statuses = [s.name for s in parse_statuses(status)]
     with open_store(db, table) as store:
         collected = report.collect(store, table=table or store.table, where=pairs,
                                    statuses=statuses or None, max_rows=max_rows)

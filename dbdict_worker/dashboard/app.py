@@ -16,8 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dbdict_worker.params import parse_where
-from dbdict_worker.constants import Status
+from dbdict_worker.params import parse_statuses, parse_where
 from dbdict_worker.dashboard import data, security
 from dbdict_worker.dashboard.pages import STATIC_DIR, STATUS_ORDER, embed_json, environment, \
     to_json
@@ -153,12 +152,7 @@ class Dashboard:
 
 def selection_from(table: str | None, where: list[str], status: list[str]) -> dict[str, Any]:
     """The data API's selection arguments from ``--where``-style strings and status names."""
-    statuses = []
-    for s in status:
-        try:
-            statuses.append(Status.parse(s).name)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    statuses = [s.name for s in parse_statuses(status)]
     return {"table": table_list(table), "where": parse_where([w for w in where if w.strip()]),
             "statuses": statuses or None}
 

@@ -35,6 +35,18 @@ class Status(enum.IntEnum):
             raise ValueError(f"unknown status {text!r} (one of: {names})") from None
 
 
+#: Statuses of a job that has not ended.
+PENDING = (Status.START, Status.RUNNING)
+#: Statuses of a job that ended failed.
+FAILED = (Status.ERR_START, Status.ERR_SYNC, Status.ERR_RUN)
+#: Statuses of a job that ended as meant: DONE, or PRUNED (a search's pruner stopped it early
+#: on purpose; its state and files are kept).
+SUCCEEDED = (Status.DONE, Status.PRUNED)
+#: Statuses a job ends in (it runs again only if requeued).
+ENDED = (*SUCCEEDED, *FAILED, Status.CANCELED)
+#: The order commands and pages show statuses in: the way a sweep goes through them.
+SHOWN_ORDER = (*PENDING, *SUCCEEDED, *FAILED, Status.CANCELED)
+
 #: What an experiment returns when it is done (None means the same).
 COMPLETE = None
 #: What an experiment returns when it stopped early and wants to be resumed.

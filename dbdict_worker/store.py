@@ -27,6 +27,7 @@ from dbdict_worker.constants import (
 )
 from dbdict_worker import export as exportmod
 from dbdict_worker.db import connect, logs, maintenance, migrate, queries, queue, views
+from dbdict_worker.storemetrics import MetricCalls
 from dbdict_worker.db import workers as workerq
 from dbdict_worker.db.connect import Connection
 from dbdict_worker.db.provenance import attach as attach_submissions
@@ -52,7 +53,7 @@ T = TypeVar("T")
 ENQUEUE_CHUNK = 2000
 
 
-class Store:
+class Store(MetricCalls):
     """A connection to a dbdict database (PostgreSQL or SQLite)."""
 
     def __init__(self, target: connect.Target, *, table: str | None = None,
@@ -387,6 +388,12 @@ class Store:
         from dbdict_worker import frames
         return frames.dataframe(self, tables=table, where=where, statuses=statuses, ids=ids)
 
+    def metrics(self, ids: Iterable[int] | None = None, **select: Any) -> Any:
+        """The selected jobs' reported metrics as a DataFrame (table=, where=, statuses=,
+        keys=, attempt=, wide=; see :mod:`dbdict_worker.curves`)."""
+        from dbdict_worker import curves
+        return curves.metrics(self, ids, **select)
+
     # ---------------------------------------------------------------------------------------
     # Changes a user asks for (each returns the ids changed)
 
@@ -543,7 +550,7 @@ class Store:
 
     def heartbeat(self, worker_id: str, tokens: Sequence[Token]) -> set[int]:
         """Refresh the jobs' heartbeats; returns the ids still owned."""
-        return self.transaction(lambda c: queue.heartbeat(c, worker_id, tokens))
+        return set(self.transaction(lambda c: queue.heartbeat(c, worker_id, tokens)))
 
     # ---------------------------------------------------------------------------------------
     # Workers
@@ -560,8 +567,9 @@ class Store:
         return self.transaction(run)
 
     def worker_beat(self, worker_id: str, state: str,
-                    tokens: Sequence[Token]) -> tuple[bool, set[int]]:
-        """The worker's heartbeat and its jobs': (drain requested?, ids still owned)."""
+                    tokens: Sequence[Token]) -> tuple[bool, set[int], set[int]]:
+        """The worker's heartbeat and its jobs': (drain requested?, ids still owned, those of
+        them to prune)."""
         return self.transaction(lambda c: workerq.beat(c, worker_id, state, tokens))
 
     def set_worker_state(self, worker_id: str, state: str) -> None:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from dbdict_worker.constants import Status
+from dbdict_worker.constants import PENDING, SUCCEEDED, Status
 from dbdict_worker.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
@@ -26,8 +26,6 @@ log = logging.getLogger("dbdict_worker")
 POLL_SECONDS = 2.0
 #: The ETA follows the rate at which jobs ended over this many seconds.
 RATE_WINDOW = 600.0
-#: Statuses that mean a job has not ended.
-PENDING = (Status.START, Status.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -49,12 +47,12 @@ class WaitResult:
 
     @property
     def failed(self) -> int:
-        """Jobs that ended otherwise than DONE (ERR_* or CANCELED)."""
-        return self.total - self.pending - self.counts.get(Status.DONE, 0)
+        """Jobs that ended otherwise than DONE or PRUNED (ERR_* or CANCELED)."""
+        return self.total - self.pending - sum(self.counts.get(s, 0) for s in SUCCEEDED)
 
     @property
     def ok(self) -> bool:
-        """Every selected job ended DONE (True for an empty selection)."""
+        """Every selected job ended DONE or PRUNED (True for an empty selection)."""
         return not self.timed_out and self.pending == 0 and self.failed == 0
 
     def describe(self) -> str:

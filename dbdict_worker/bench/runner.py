@@ -10,7 +10,9 @@ Prints medians over N runs, measured in the same process one after the other:
   child start, import, orig.conf/current.conf writes, outcome);
 - ``JobRun``: the same through JobRun (what ``dbdict run`` uses);
 - fork server: JobProcess with the job forked from a warm interpreter (what workers use);
-- channel calls: ns per ``switch()``, per coalesced ``save()`` and per ``save_and_switch()``.
+- channel calls: ns per ``switch()``, per coalesced ``save()`` and per ``save_and_switch()``;
+  per coalesced ``report(step, loss=..., acc=...)`` (goal: under 2 µs), next to an empty
+  Python function called with the same arguments (the floor of any call), both in this run.
 """
 from __future__ import annotations
 
@@ -81,15 +83,28 @@ def jobrun_ms(runs: int, base: Path) -> float:
     return _median_ms(once, runs)
 
 
+def _empty(step: int, **metrics: float) -> None:
+    """The baseline of report(): a call with the same arguments that does nothing."""
+
+
 def channel_ns(number: int = 1_000_000) -> dict[str, float]:
-    """ns per call of switch(), a coalesced save() and save_and_switch()."""
+    """ns per call of switch(), a coalesced save(), save_and_switch(), a coalesced
+    report(step, loss=, acc=) and, as its baseline, an empty function called alike."""
     state = DD(step=0, lr=0.1, model=DD(n_hidden=100))
     flushes = []
     channel = Channel(state, sink=lambda st: flushes.append(flatten(st)), save_interval=3600)
     channel.save()  # the first save flushes; the timed ones are coalesced
+    rows: list = []
+    channel.metrics_sink = rows.extend
+    channel.report_interval = 3600
+    channel.report(0, loss=1.0, acc=0.5)  # the first report is sent; the timed ones coalesce
     out = {}
     for name, fn in (("switch()", channel.switch), ("save()", channel.save),
-                     ("save_and_switch()", channel.save_and_switch)):
+                     ("save_and_switch()", channel.save_and_switch),
+                     ("empty call f(step, loss=, acc=) (baseline)",
+                      lambda: _empty(7, loss=0.25, acc=0.5)),
+                     ("report(step, loss=, acc=), coalesced",
+                      lambda: channel.report(7, loss=0.25, acc=0.5))):
         best = min(timeit.repeat(fn, number=number, repeat=3))
         out[name] = best / number * 1e9
     return out
@@ -124,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<44} {ms:8.1f} ms{extra}")
     print("channel calls (ns per call, best of 3 x 1e6)")
     for name, ns in channel_ns().items():
-        print(f"  {name:<44} {ns:8.1f} ns")
+        print(f"  {name:<44} {ns:8.1f} ns   ({ns / 1000:.3f} µs)")
     return 0
 
 

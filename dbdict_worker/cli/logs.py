@@ -10,7 +10,7 @@ import time
 import click
 
 from dbdict_worker.cli.common import db_only_options, handle_errors, open_store
-from dbdict_worker.constants import Status
+from dbdict_worker.constants import PENDING
 from dbdict_worker.errors import UsageError
 from dbdict_worker.job.logtail import new_part
 
@@ -19,7 +19,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 POLL = 1.0
 #: Lines of the stderr tail ``dbdict show`` prints for a failed job.
 SHOW_LINES = 15
-_LIVE = (Status.START, Status.RUNNING)
+_LIVE = PENDING
 
 
 @click.command("logs", context_settings=CONTEXT)

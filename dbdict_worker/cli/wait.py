@@ -1,7 +1,7 @@
 """``dbdict wait``: block until the selected jobs have ended; the exit status says how.
 
-Exit 0: every selected job ended DONE (or none is selected); 1: some failed (ERR_*) or were
-cancelled; 124 (as timeout(1)): ``--timeout`` passed first; 2: a usage error. So
+Exit 0: every selected job ended DONE or PRUNED (or none is selected); 1: some failed
+(ERR_*) or were cancelled; 124 (as timeout(1)): ``--timeout`` passed first; 2: a usage error. So
 ``dbdict wait -t sweep1 && make plots`` works in a script or a dependent SLURM job.
 """
 from __future__ import annotations
@@ -92,6 +92,8 @@ def summary(result: WaitResult, timeout: float | None) -> str:
     if not result.total:
         return "no job selected: nothing to wait for"
     if result.ok:
+        if result.counts.get(Status.PRUNED):
+            return f"all {result.total} jobs ended ({result.describe()})"
         return f"all {result.total} jobs DONE"
     return f"{result.failed} of {result.total} jobs did not end DONE: {result.describe()}"
 
@@ -110,7 +112,7 @@ def wait_command(timeout: float | None, every: float, quiet: bool, db: str | Non
                  status: tuple[str, ...] = ()) -> None:
     """Wait until no selected job is START or RUNNING (one count every 2 s).
 
-    Exit 0 if every selected job ended DONE (also when none is selected), 1 if any failed
+    Exit 0 if every selected job ended DONE or PRUNED (also when none is), 1 if any failed
     (ERR_*) or was cancelled, 124 if --timeout passed first, 2 on a usage error. Progress
     goes to stderr (a bar with an ETA on a terminal, else a line a minute); the last line,
     with the count of jobs per status, to stdout.

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import IO, Any, Callable, Sequence
 
-from dbdict_worker.constants import Status
+from dbdict_worker.constants import SHOWN_ORDER
 from dbdict_worker.errors import DatabaseUnavailable, UsageError
 
 #: Seconds between two frames unless ``--interval`` says otherwise.
@@ -27,9 +27,7 @@ ERASE_LINE = "\x1b[K"
 ERASE_BELOW = "\x1b[J"
 #: Narrower than this, frames are drawn this wide anyway (the terminal wraps them).
 MIN_WIDTH = 20
-#: Statuses in the order a sweep goes through them.
-ORDER = [Status.START, Status.RUNNING, Status.DONE, Status.ERR_START, Status.ERR_SYNC,
-         Status.ERR_RUN, Status.CANCELED]
+ORDER = SHOWN_ORDER
 #: Always shown, even at 0; the others only when some job has them.
 ALWAYS = {"START", "RUNNING", "DONE"}
 #: Per-minute counts drawn from 0 to the busiest minute: zero, then nine levels.

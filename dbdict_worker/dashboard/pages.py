@@ -8,6 +8,7 @@ from typing import Any
 
 import jinja2
 
+from dbdict_worker.constants import SHOWN_ORDER
 from dbdict_worker.export import dumps
 
 HERE = Path(__file__).resolve().parent
@@ -15,7 +16,7 @@ STATIC_DIR = HERE / "static"
 TEMPLATES_DIR = HERE / "templates"
 _SCRIPT_END = re.compile(r"</(script)", re.IGNORECASE)
 #: Status names in the order the pages show them.
-STATUS_ORDER = ("START", "RUNNING", "DONE", "ERR_START", "ERR_SYNC", "ERR_RUN", "CANCELED")
+STATUS_ORDER = tuple(s.name for s in SHOWN_ORDER)
 
 
 def environment() -> jinja2.Environment:

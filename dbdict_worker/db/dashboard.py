@@ -14,14 +14,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from dbdict_worker.constants import Status
+from dbdict_worker.constants import FAILED, Status
 from dbdict_worker.db import views
 from dbdict_worker.db.models import JOB_COLUMNS, Job, Selection, job_from_row
 from dbdict_worker.db.schema import TXT_PREFIX, db_ago, job_tables, jobs, state
 from dbdict_worker.db.selection import selection_filter
 
-#: The statuses a job ends in because it failed.
-FAILED = (Status.ERR_START, Status.ERR_SYNC, Status.ERR_RUN)
 
 #: Job columns a page can be sorted by (anything else is a state key).
 SORT_COLUMNS = {

@@ -190,6 +190,19 @@ JOB_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class MetricRow:
+    """One reported metric: ``channel.report(step, key=value)`` of an attempt of a job;
+    ``at`` is when it was written (database clock; None before)."""
+
+    job_id: int
+    attempt: int
+    step: int
+    key: str
+    value: float | None
+    at: dt.datetime | None = None
+
+
 def utc(value: dt.datetime | None) -> dt.datetime | None:
     """A time read from the database, as an aware UTC datetime (SQLite gives naive ones: they
     are UTC, the database clock)."""

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from dbdict_worker.constants import Status
+from dbdict_worker.constants import PENDING, Status
 from dbdict_worker.db import values
 # Job and MISSING are also imported from here by records.py, export.py and cli/main.py.
 from dbdict_worker.db.models import (
@@ -25,7 +25,7 @@ from dbdict_worker.db.models import (
     job_from_row,
     utc,
 )
-from dbdict_worker.db.schema import db_now, events, job_logs, job_tables, jobs, state
+from dbdict_worker.db.schema import db_now, events, job_logs, job_tables, jobs, metrics, state
 from dbdict_worker.db.provenance import attach
 from dbdict_worker.db.selection import selection_filter
 
@@ -202,7 +202,7 @@ def _update_selected(conn: Connection, sel: Selection, extra: list, values_: dic
 def cancel(conn: Connection, sel: Selection) -> list[int]:
     """Cancel queued and running jobs (a running one's worker stops it when it notices)."""
     ids = _update_selected(
-        conn, sel, [jobs.c.status.in_([Status.START, Status.RUNNING])],
+        conn, sel, [jobs.c.status.in_(PENDING)],
         {"status": Status.CANCELED, "finished_at": db_now()},
     )
     add_events(conn, "canceled", ids, detail="by user")
@@ -215,12 +215,12 @@ def requeue(conn: Connection, sel: Selection, *, priority: float | None = None) 
     vals: dict[str, Any] = {
         "status": Status.START, "losses": 0, "error": None, "worker_id": None,
         "finished_at": None, "heartbeat_at": None, "restarts": 0, "not_before": None,
-        "retried": 0,
+        "retried": 0, "prune_requested": False,
     }
     if priority is not None:
         vals["priority"] = priority
     ids = _update_selected(
-        conn, sel, [jobs.c.status.notin_([Status.START, Status.RUNNING])], vals
+        conn, sel, [jobs.c.status.notin_(PENDING)], vals
     )
     add_events(conn, "requeued", ids, detail="by user")
     return ids
@@ -244,4 +244,5 @@ def delete(conn: Connection, sel: Selection) -> list[int]:
         conn.execute(sa.delete(state).where(state.c.job_id.in_(chunk)))
         conn.execute(sa.delete(events).where(events.c.job_id.in_(chunk)))
         conn.execute(sa.delete(job_logs).where(job_logs.c.job_id.in_(chunk)))
+        conn.execute(sa.delete(metrics).where(metrics.c.job_id.in_(chunk)))
     return ids

@@ -380,7 +380,9 @@ def release_statements(dialect: str, requeue: bool,
         changes["workdir"] = sa.bindparam("new_workdir")
     if requeue:
         delay = sa.bindparam("new_delay", type_=sa.Float())
+        # A prune asked of the attempt that ended does not carry over to the next one.
         changes.update(priority=sa.bindparam("new_priority"), worker_id=sa.null(),
+                       prune_requested=sa.false(),
                        not_before=sa.case((delay > sa.literal_column("0"), db_later(delay)),
                                           else_=sa.null()),
                        restarts=sa.func.coalesce(sa.bindparam("new_restarts", type_=sa.Integer()),
@@ -453,16 +455,44 @@ def unbook_owned(conn: Connection, token: Token, reason: str) -> bool:
 # Heartbeats and the lease
 
 
-def heartbeat(conn: Connection, worker_id: str, tokens: Sequence[Token]) -> set[int]:
+def heartbeat(conn: Connection, worker_id: str, tokens: Sequence[Token]) -> dict[int, bool]:
     """Refresh the heartbeat of the jobs ``worker_id`` still owns among ``tokens``; returns
-    the ids still owned (the others were lost: cancelled, requeued or deleted)."""
+    the ids still owned (the others were lost: cancelled, requeued or deleted), each with
+    whether a search's pruner asked to end it (read from the rows updated anyway: no index,
+    no extra statement)."""
     if not tokens:
-        return set()
+        return {}
     stmt = (sa.update(jobs)
             .where(owned(worker_id, [(t.job_id, t.attempt) for t in tokens]))
             .values(heartbeat_at=db_now())
-            .returning(jobs.c.id))
-    return set(conn.execute(stmt).scalars())
+            .returning(jobs.c.id, jobs.c.prune_requested))
+    return {job_id: bool(prune) for job_id, prune in conn.execute(stmt)}
+
+
+def request_prune(conn: Connection, ids: Sequence[int], reason: str) -> list[int]:
+    """A search's pruner ends these jobs early: a RUNNING one is flagged (its worker learns
+    it at its next heartbeat and tells the experiment), a START one ends PRUNED at once.
+    Others (already ended, or flagged) are left alone. Returns the ids changed."""
+    wanted = sorted(set(ids))
+    changed: list[int] = []
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start:start + 1000]
+        flagged = list(conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(chunk), jobs.c.status == Status.RUNNING,
+                   jobs.c.prune_requested.is_(sa.false()))
+            .values(prune_requested=True, updated_at=db_now())
+            .returning(jobs.c.id)).scalars())
+        ended = list(conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(chunk), jobs.c.status == Status.START)
+            .values(status=Status.PRUNED, finished_at=db_now(), updated_at=db_now(),
+                    not_before=sa.null())
+            .returning(jobs.c.id)).scalars())
+        add_events(conn, "prune", sorted(flagged), detail=f"{reason}; its worker stops it")
+        add_events(conn, "prune", sorted(ended), detail=f"{reason}; now PRUNED (not started)")
+        changed += flagged + ended
+    return sorted(changed)
 
 
 def requeue_stale(conn: Connection, *, lease_seconds: float,
@@ -498,13 +528,15 @@ def requeue_stale(conn: Connection, *, lease_seconds: float,
             new = Status.START
             why = f"{why}; {retry.describe()}"
             changes = {"priority": RESTART_PRIORITY, "worker_id": None, "retried": retry.n,
+                       "prune_requested": False,
                        "not_before": db_later(sa.literal(retry.delay, sa.Float()))}
         elif lost >= max_attempts:
             new = Status.ERR_RUN
             changes = {"error": why, "finished_at": db_now()}
         else:
             new = Status.START
-            changes = {"priority": RESTART_PRIORITY, "worker_id": None}
+            changes = {"priority": RESTART_PRIORITY, "worker_id": None,
+                       "prune_requested": False}
         conn.execute(
             sa.update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status == Status.RUNNING)

@@ -44,14 +44,15 @@ def register(conn: Connection, *, worker_id: str, host: str, pid: int, slots: in
 
 
 def beat(conn: Connection, worker_id: str, state: str,
-         tokens: Sequence[Token]) -> tuple[bool, set[int]]:
+         tokens: Sequence[Token]) -> tuple[bool, set[int], set[int]]:
     """One heartbeat: the worker's row and its jobs' rows. Returns (drain requested?, ids of
-    the jobs it still owns)."""
+    the jobs it still owns, those of them a search's pruner asked to end)."""
     drain = conn.execute(
         sa.update(workers).where(workers.c.id == worker_id)
         .values(heartbeat_at=db_now(), state=state)
         .returning(workers.c.drain_requested)).scalar()
-    return bool(drain), heartbeat(conn, worker_id, tokens)
+    owned = heartbeat(conn, worker_id, tokens)
+    return bool(drain), set(owned), {job_id for job_id, prune in owned.items() if prune}
 
 
 def set_state(conn: Connection, worker_id: str, state: str) -> None:

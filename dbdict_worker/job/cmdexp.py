@@ -12,7 +12,8 @@ At run time the program (cwd = the workdir, in the job's process group, so it ge
 SIGTERM) sees the state as ``state.json`` (flat dotted keys) and as environment variables
 (:func:`env_name`). Exit 0 is COMPLETE, 75 (EX_TEMPFAIL) INCOMPLETE, anything else ERR_RUN.
 Values it writes to ``state.json`` come back into the state (polled while it runs, read at the
-end); they must be storable values (:func:`dbdict_worker.state.check_value`).
+end); they must be storable values (:func:`dbdict_worker.state.check_value`). Lines it
+appends to ``$DBDICT_METRICS_FILE`` are its ``channel.report`` (:mod:`.cmdreports`).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from dbdict_worker import state as statemod
 from dbdict_worker.constants import EXIT_INCOMPLETE, Status
 from dbdict_worker.errors import DbdictError, UsageError
 from dbdict_worker.job.childenv import describe_returncode
+from dbdict_worker.job.cmdreports import METRICS_FILE, METRICS_FILE_ENV, ReportFile
 
 CMD_PREFIX = "cmd:"
 SHELL_PREFIX = "shell:"
@@ -257,12 +259,14 @@ def _same_json(a: Any, b: Any) -> bool:
 def run_command(template: CommandTemplate, user: dict[str, Any], reserved: Mapping[str, Any],
                 *, workdir: Path, tempdir: str, poll: float, stop_requested: Callable[[], bool],
                 on_started: Callable[[], None],
-                on_save: Callable[[dict[str, Any]], None]) -> tuple[Status, str | None,
-                                                                   dict[str, Any]]:
+                on_save: Callable[[dict[str, Any]], None],
+                report: Callable[..., None] | None = None) -> tuple[Status, str | None,
+                                                                    dict[str, Any]]:
     """Run one command experiment to its end; returns (status, error, final user state).
 
     Called by the runner child, whose fds 1 and 2 the command inherits. ``on_save`` gets the
-    new user state whenever the program rewrites state.json while it runs.
+    new user state whenever the program rewrites state.json while it runs; ``report``
+    (``channel.report``) each line it appends to ``$DBDICT_METRICS_FILE``.
     """
     state_path = workdir / STATE_FILE
     full = {**user, **reserved}
@@ -278,6 +282,8 @@ def run_command(template: CommandTemplate, user: dict[str, Any], reserved: Mappi
     env = dict(os.environ)
     env.update(state_env(full))
     env[STATE_FILE_ENV] = str(state_path)
+    env[METRICS_FILE_ENV] = str(workdir / METRICS_FILE)
+    reports = ReportFile(workdir / METRICS_FILE, report) if report is not None else None
     if stop_requested():  # the group's SIGTERM came before the program existed
         return Status.START, "stopped before the command started", user
     try:
@@ -295,6 +301,8 @@ def run_command(template: CommandTemplate, user: dict[str, Any], reserved: Mappi
             break
         except subprocess.TimeoutExpired:
             pass
+        if reports is not None:
+            reports.read()
         stamp = _stamp(state_path)
         if stamp != seen:
             seen = stamp
@@ -304,6 +312,8 @@ def run_command(template: CommandTemplate, user: dict[str, Any], reserved: Mappi
                 continue  # probably caught mid-write; the final read reports real problems
             on_save(user)
     status, error = _exit_status(rc, stop_requested())
+    if reports is not None:
+        reports.read()
     try:
         user = read_state_json(state_path, user)
     except CommandError as e:

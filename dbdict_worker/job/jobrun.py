@@ -10,7 +10,8 @@
                                    # SIGKILL after ``grace``; a second call kills at once
 
 Status mapping: a failed pull (or workdir/spawn failure) is ERR_START; a failed final push
-turns DONE or START into ERR_SYNC (and is appended to an ERR_RUN's error); in both cases the
+turns DONE or START into ERR_SYNC (and is appended to an ERR_RUN's or a PRUNED's error: a
+pruned job is never retried); in both cases the
 local workdir is kept, its path is in the error, and ``RunResult.pushed`` is False (a worker
 removes the local workdir only when it is True). ``on_save`` runs in the thread that called
 ``run()``: keep it short (queue the database write) and do not let it raise (if it does, the
@@ -25,6 +26,10 @@ holds a current.conf with the files saved with it, which is what a resumed run s
 ``on_save`` (the database's copy, for progress) is given saves only once this run has pushed
 one: a job whose database state has moved on always has a current.conf of its own in the
 exproot to resume from. Without a syncer, every save is given to ``on_save``.
+
+``request_prune()`` (a search's pruner): the child is told (its ``channel.switch()`` returns
+'prune'); an experiment that has not returned ``prune_wait`` seconds later is stopped as by
+``request_stop``. Either way the attempt ends PRUNED (unless it failed), pushed like DONE.
 """
 from __future__ import annotations
 
@@ -45,6 +50,8 @@ log = logging.getLogger("dbdict_worker")
 
 #: How often the loop looks at stop requests when nothing else wakes it (seconds).
 POLL = 0.1
+#: How long a pruned experiment has to return on its own before it is stopped (seconds).
+PRUNE_WAIT = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +69,13 @@ class JobRun:
                  on_save: Callable[[dict[str, Any]], None] | None = None,
                  on_start: Callable[[JobProcess], None] | None = None,
                  grace: float = 60.0, push_interval: float | None = None,
-                 forkserver: ForkServer | None = None) -> None:
+                 forkserver: ForkServer | None = None,
+                 on_metrics: Callable[[list[tuple[int, str, float]]], None] | None = None
+                 ) -> None:
         self.spec = spec
+        #: Given the child's reports as they come (``dbdict run``); without it they wait for
+        #: :meth:`take_metrics` (a worker takes them in batches).
+        self.on_metrics = on_metrics
         self.forkserver = forkserver
         self.syncer = syncer
         self.on_save = on_save
@@ -83,6 +95,23 @@ class JobRun:
         # Time limits (job/limits.py); a push under way (asked > answered) is activity.
         self._limits: Limits | None = None
         self._push_asked = self._push_answered = 0
+        self._prune_requested = False
+        self._prune_sent = False
+        self._prune_stop_at: float | None = None
+        self.prune_wait = PRUNE_WAIT
+
+    def request_prune(self) -> None:
+        """A search's pruner ends this job early (see the module docstring). Any thread."""
+        self._prune_requested = True
+
+    @property
+    def prune_requested(self) -> bool:
+        return self._prune_requested
+
+    def take_metrics(self) -> list[tuple[int, str, float]]:
+        """The child's reports (step, key, value) since the last call ([] before it starts)."""
+        proc = self.process
+        return proc.take_metrics() if proc is not None else []
 
     def request_stop(self) -> None:
         """Ask the job to stop: SIGTERM now, SIGKILL ``grace`` seconds later; a second call
@@ -115,8 +144,10 @@ class JobRun:
                 return RunResult(Outcome(Status.ERR_START, start_state,
                                          error=f"{e}; local copy kept at {self.syncer.local}",
                                          workdir=workdir), pushed=False)
-        if self._stop_requests:  # stopped before it started: nothing to run, nothing to push
-            return RunResult(Outcome(Status.START, start_state, error="stopped before start",
+        if self._stop_requests or self._prune_requested:
+            # Stopped (or pruned) before it started: nothing to run, nothing to push.
+            status = Status.PRUNED if self._prune_requested else Status.START
+            return RunResult(Outcome(status, start_state, error="stopped before start",
                                      stopped=True, workdir=workdir))
         spec = self.spec
         if self.syncer is not None:
@@ -136,6 +167,10 @@ class JobRun:
             if self.syncer else None
         try:
             outcome = self._follow(proc, pusher)
+            if self._prune_requested and outcome.status in (Status.DONE, Status.START):
+                # It returned, or was stopped because it did not: either way the pruner
+                # ended it, for good (never requeued, never retried).
+                outcome = dataclasses.replace(outcome, status=Status.PRUNED, error=None)
         except BaseException:
             # A failing on_save (or an interrupt) must not leave the job running unwatched.
             proc.kill()
@@ -150,9 +185,15 @@ class JobRun:
         while True:
             self._act_on_stops(proc)
             outcome = proc.outcome
+            if self.on_metrics is not None:
+                rows = proc.take_metrics()  # after the outcome: the last ones are in
+                if rows:
+                    self.on_metrics(rows)
             if outcome is not None:
                 return self._limits.ended(outcome, proc.workdir) if self._limits else outcome
             timeout = POLL
+            if self._prune_requested and not self._prune_sent:
+                timeout = 0.0
             if self._kill_at is not None:
                 timeout = max(0.0, min(timeout, self._kill_at - time.monotonic()))
             proc.wait_activity(timeout)
@@ -184,8 +225,22 @@ class JobRun:
         self._push_answered += 1
         proc.answer_push(pushed)
 
+    def _act_on_prune(self, proc: JobProcess, now: float) -> None:
+        if not self._prune_sent:
+            self._prune_sent = True
+            log.info("pruning job process %d (stopped if still running in %.3g s)", proc.pid,
+                     self.prune_wait)
+            proc.prune()
+            self._prune_stop_at = now + self.prune_wait
+        elif self._prune_stop_at is not None and now >= self._prune_stop_at:
+            self._prune_stop_at = None
+            if not self._stop_requests:
+                self.request_stop()  # it does not ask its channel: the usual stop protocol
+
     def _act_on_stops(self, proc: JobProcess) -> None:
         now = time.monotonic()
+        if self._prune_requested:
+            self._act_on_prune(proc, now)
         while self._stops_handled < self._stop_requests:
             self._stops_handled += 1
             if self._stops_handled == 1 and not self._abandoned:

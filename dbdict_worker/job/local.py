@@ -1,6 +1,9 @@
 """``dbdict run``: one experiment on this machine, no database (the original ``cmdline`` and
 ``filemerge``), through the same child process runner as the worker.
 
+``channel.report(step, **metrics)`` is appended to ``metrics.csv`` in the workdir
+(``step,key,value`` lines); nothing prunes a job run this way.
+
 Exit codes of ``dbdict run``: 0 COMPLETE; 75 INCOMPLETE (it returned INCOMPLETE or was
 stopped: the same command resumes it); 1 the experiment failed (ERR_RUN, ERR_START) or could
 not be run; 2 usage error.
@@ -28,6 +31,8 @@ from dbdict_worker.job.workdir import EXPERIMENT_KEY, WORKDIR_KEY, Workdir, defa
 EXIT_COMPLETE = 0
 EXIT_FAILED = 1
 DEFAULT_GRACE = 60.0
+#: Where ``dbdict run`` writes the experiment's channel.report rows, in its workdir.
+METRICS_FILE = "metrics.csv"
 
 
 class Refused(DbdictError):
@@ -127,7 +132,8 @@ def run(job: LocalJob, *, redirect: bool = False, grace: float = DEFAULT_GRACE,
                    reserved={EXPERIMENT_KEY: job.experiment, WORKDIR_KEY: str(job.workdir)},
                    redirect=redirect, save_interval=save_interval,
                    python_path=[os.getcwd()], timeout=timeout, stall_after=stall_after)
-    jobrun = JobRun(spec, grace=grace)
+    jobrun = JobRun(spec, grace=grace,
+                    on_metrics=lambda rows: append_metrics(job.workdir / METRICS_FILE, rows))
     try:
         if handle_signals:
             with forwarding_signals(jobrun):
@@ -136,6 +142,18 @@ def run(job: LocalJob, *, redirect: bool = False, grace: float = DEFAULT_GRACE,
     finally:
         if job.temporary:
             shutil.rmtree(job.workdir, ignore_errors=True)
+
+
+def append_metrics(path: Path, rows: Sequence[tuple[int, str, float]]) -> None:
+    """Append reports to ``path`` as CSV (``step,key,value``; the header on a new file)."""
+    import csv
+
+    new = not path.exists()
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        if new:
+            out.writerow(["step", "key", "value"])
+        out.writerows(rows)
 
 
 def exit_code(outcome: Outcome) -> int:

@@ -23,9 +23,11 @@ STARTED = "started"  # the experiment was imported and is about to be called
 SAVE = "save"        # {"state": wire state, "push": bool}: a flushed save; with "push" the
 #                      child waits for PUSHED (the workdir is pushed at this save point)
 END = "end"          # {"status": Status name, "error": str|None, "state": wire state}
+METRICS = "metrics"  # {"rows": [[step, key, value], ...]}: a flush of channel.report's reports
 #: Message kinds, parent to child.
 RENEWED = "renewed"  # {"until": CLOCK_MONOTONIC seconds}: run on until then, unless renewed
 PUSHED = "pushed"    # {"ok": bool}: the answer to a save with "push"; the experiment goes on
+PRUNE = "prune"      # {}: a search's pruner ends the job early: switch() returns 'prune'
 
 #: Longest line the parent buffers; a longer one (a runaway child) is dropped, not used.
 MAX_LINE = 256 * 1024 * 1024

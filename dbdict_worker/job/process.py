@@ -34,11 +34,13 @@ from typing import Any, Mapping, Sequence
 from dbdict_worker.job import messages
 from dbdict_worker.job import scratch as scratchdirs
 from dbdict_worker import state as statemod
-from dbdict_worker.channel import STOP_SIGNALS, save_interval_from_env, set_deadline_env
+from dbdict_worker.channel import (STOP_SIGNALS, report_interval_from_env,
+                                   save_interval_from_env, set_deadline_env)
 from dbdict_worker.constants import Status
 from dbdict_worker.errors import DbdictError
 from dbdict_worker.job.childenv import child_env, describe_returncode
 from dbdict_worker.job.forkserver import ForkedChild, ForkServer
+from dbdict_worker.job.popen import PopenChild, _group_stopped, _killpg
 from dbdict_worker.job.workdir import (
     ERROR_KEY,
     EXPERIMENT_KEY,
@@ -54,6 +56,9 @@ log = logging.getLogger("dbdict_worker")
 
 #: Saves kept for take_saves() (the oldest are dropped beyond this).
 MAX_SAVES = 1000
+#: Metric reports kept for take_metrics() (the oldest are dropped beyond this): a caller that
+#: never takes them must not grow us forever.
+MAX_METRICS = 100_000
 #: Signals after which a death by signal counts as "stopped" rather than failed.
 _STOPPING = (*STOP_SIGNALS, signal.SIGKILL)
 
@@ -100,6 +105,9 @@ class JobSpec:
     #: (:mod:`dbdict_worker.job.limits`): wall time from the start, and no save, output or CPU.
     timeout: float | None = None
     stall_after: float | None = None
+    #: Seconds between the child's flushes of channel.report (None: DBDICT_REPORT_INTERVAL,
+    #: else 1 s).
+    report_interval: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,10 @@ class JobProcess:
         # Bounded: a caller that never takes its saves must not grow us forever (the latest
         # state is always in latest_state and in the outcome).
         self._saves: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_SAVES)
+        # channel.report's rows, (step, key, value), in the order they came.
+        self._metrics: collections.deque[tuple[int, str, float]] = \
+            collections.deque(maxlen=MAX_METRICS)
+        self.metrics_dropped = 0
         # Saves whose child waits for a push (one at a time: it waits for the answer).
         self._push_requests: list[dict[str, Any]] = []
         self._latest = start_state
@@ -213,8 +225,11 @@ class JobProcess:
             raise StartError(f"cannot create the job's scratch directory: {e}") from None
         interval = spec.save_interval if spec.save_interval is not None \
             else save_interval_from_env()
+        reports = spec.report_interval if spec.report_interval is not None \
+            else report_interval_from_env()
         child_spec = {
             "experiment": spec.experiment,
+            "report_interval": reports,
             "state": messages.encode_state(start_state),
             "reserved": messages.encode_state(reserved),
             "workdir": str(workdir.path),
@@ -289,6 +304,14 @@ class JobProcess:
         with self._lock:
             requests, self._push_requests = self._push_requests, []
         return requests
+
+    def take_metrics(self) -> list[tuple[int, str, float]]:
+        """The reports (step, key, value) received since the last call, oldest first (at most
+        MAX_METRICS: older ones are dropped and counted in :attr:`metrics_dropped`)."""
+        with self._lock:
+            rows = list(self._metrics)
+            self._metrics.clear()
+        return rows
 
     @property
     def latest_state(self) -> dict[str, Any]:
@@ -381,6 +404,18 @@ class JobProcess:
             except OSError:  # it has died meanwhile: nobody waits
                 pass
 
+    def prune(self) -> None:
+        """Tell the child a search's pruner ends it early: its channel.switch() now returns
+        'prune' (an experiment that never asks is stopped by the caller, :class:`JobRun`)."""
+        data = messages.encode({"kind": messages.PRUNE})
+        with self._lock:
+            if self._reaped or self._to_child is None:
+                return
+            try:
+                self._to_child.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except OSError:
+                pass
+
     def pause(self) -> bool:
         """SIGSTOP the child's whole group (its lease could not be renewed in time); False if
         it has already exited. :meth:`renew` resumes it, :meth:`kill` ends it."""
@@ -430,6 +465,15 @@ class JobProcess:
                     self._latest = state
                     if message.get("push"):
                         self._push_requests.append(state)
+            elif kind == messages.METRICS:
+                rows = [(int(step), str(key), float(value))
+                        for step, key, value in message["rows"]]
+                with self._lock:
+                    room = MAX_METRICS - len(self._metrics)
+                    if len(rows) > room:
+                        self.metrics_dropped += len(rows) - room
+                    self._metrics.extend(rows)
+                return  # reports wake nobody: they are taken in batches
             elif kind == messages.END:
                 state = messages.decode_state(message["state"])
                 with self._lock:
@@ -529,60 +573,7 @@ def final_status(current: Mapping[str, Any] | None, returncode: int) -> Status |
     except KeyError:
         return None
     return status if status in (Status.DONE, Status.START, Status.ERR_RUN,
-                                Status.ERR_START) else None
-
-
-class PopenChild:
-    """A job process started as a new interpreter (what :class:`ForkedChild` mirrors)."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.pid = proc.pid
-        self._proc = proc
-
-    def wait_exited(self) -> None:
-        """Block until the process has exited, without reaping it."""
-        _wait_exited(self._proc)
-
-    def reap_group(self) -> int:
-        """Kill what the process left in its group, then reap it; its exit status."""
-        # The exited leader is still a zombie, so its pid (our group id) cannot have been
-        # reused yet.
-        _killpg(self.pid, signal.SIGKILL)
-        return self._proc.wait()
-
-
-def _killpg(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def _group_stopped(pid: int) -> bool:
-    """Whether process ``pid`` (the leader of a job's group) is stopped; True when that cannot
-    be read (a needless SIGCONT does no harm)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] in (b"T", b"t")
-    except (OSError, IndexError):
-        return True
-
-
-def _wait_exited(proc: subprocess.Popen) -> None:
-    """Block until ``proc`` has exited, without reaping it (waitid with WNOWAIT)."""
-    if hasattr(os, "waitid") and hasattr(os, "WNOWAIT"):
-        while True:
-            try:
-                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-                return
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                return
-    # No waitid: poll (the group kill that follows then has a tiny pid-reuse window).
-    while proc.poll() is None:
-        time.sleep(0.05)
+                                Status.ERR_START, Status.PRUNED) else None
 
 
 __all__ = ["JobSpec", "JobProcess", "Outcome", "StartError"]

@@ -13,7 +13,11 @@ it reads its spec from SPEC_FILE (then deletes it), talks to the parent over the
 3. runs it with a :class:`~dbdict_worker.channel.Channel` whose flushes write ``current.conf``
    and send a ``save`` message;
 4. writes the final ``current.conf`` (with ``dbdict.status``/``dbdict.error``) and sends one
-   ``end`` message: DONE (COMPLETE), START (INCOMPLETE), ERR_RUN (raised) or ERR_START.
+   ``end`` message: DONE (COMPLETE), START (INCOMPLETE), ERR_RUN (raised) or ERR_START, or
+   PRUNED when the parent sent PRUNE and the experiment returned (whatever it returned).
+
+``channel.report`` flushes go to the parent as ``metrics`` messages (the last one before the
+end message).
 
 Meanwhile a watchdog thread (:mod:`dbdict_worker.job.watchdog`) reads what the parent sends and
 pauses the whole job when the worker could not renew its lease in time.
@@ -138,10 +142,17 @@ class _Child:
                 pass
             self._last_push = time.monotonic()
 
+    def send_metrics(self, rows: list) -> None:
+        """A metrics flush of the channel: to the parent, which writes them in batches."""
+        self.send({"kind": messages.METRICS, "rows": rows})
+
     def on_message(self, message: Mapping[str, Any]) -> None:
-        """A message from the parent (in the watchdog's thread): a push's answer."""
-        if message.get("kind") == messages.PUSHED:
+        """A message from the parent (in the watchdog's thread): a push's answer, a prune."""
+        kind = message.get("kind")
+        if kind == messages.PUSHED:
             self._pushed.set()
+        elif kind == messages.PRUNE:
+            self.channel.request_prune()
 
     def orphaned(self) -> None:
         """The parent is gone: stop, and wait for no push answer."""
@@ -150,7 +161,11 @@ class _Child:
         self.channel.request_stop()
 
     def finish(self, status: Status, error: str | None, user: dict[str, Any]) -> None:
-        """Write the final current.conf and send the end message."""
+        """Write the final current.conf and send the end message (the last reports first)."""
+        try:
+            self.channel.flush_metrics()
+        except Exception:  # a sink failing at the end must not lose the outcome
+            pass
         final = {**user, **self.reserved, STATUS_KEY: status.name}
         if error is not None:
             final[ERROR_KEY] = error
@@ -203,7 +218,9 @@ class _Child:
         status, error = Status.DONE, None
         try:
             result = fn(state, self.channel)
-            if result is COMPLETE:
+            if self.channel.prune_requested:
+                status = Status.PRUNED  # whatever it returned: it was asked to end early
+            elif result is COMPLETE:
                 status = Status.DONE
             elif result is INCOMPLETE:
                 status = Status.START
@@ -239,7 +256,7 @@ class _Child:
                 tempdir=os.environ.get(TEMPDIR_ENV, ""), poll=poll,
                 stop_requested=lambda: self.channel.stop_requested,
                 on_started=lambda: self.send({"kind": messages.STARTED}),
-                on_save=self.persist)
+                on_save=self.persist, report=self.channel.report)
         except Exception as e:
             status, error, user = Status.ERR_RUN, self.report_exception(e), self.saved
         self.finish(status, error and one_line(error), user)
@@ -265,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.load(f)
     os.unlink(spec_path)
     channel.save_interval = float(spec.get("save_interval", 1.0))
+    channel.report_interval = float(spec.get("report_interval", 1.0))
     channel.deadline = spec.get("deadline")  # channel.time_left()
     # We were started in the job's private directory, so that `-m` put that (and not the
     # workdir, where a file named json.py or ast.py would shadow the standard library) first
@@ -281,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     child = _Child(spec, fd, channel)
     channel.sink = child.sink
+    channel.metrics_sink = child.send_metrics
     # A worker's job never runs past the lease its worker renewed; an orphaned job stops.
     watchdog.start(fd, spec.get("renewed_until"), on_orphaned=child.orphaned,
                    on_message=child.on_message)

@@ -31,8 +31,9 @@ class QueueStore(Protocol):
         """Record the worker; returns those of its tables that do not exist yet."""
 
     def worker_beat(self, worker_id: str, state: str,
-                    tokens: Sequence[Token]) -> tuple[bool, set[int]]:
-        """Heartbeat of the worker and its jobs: (drain requested?, ids still owned)."""
+                    tokens: Sequence[Token]) -> tuple[bool, set[int], set[int]]:
+        """Heartbeat of the worker and its jobs: (drain requested?, ids still owned, those
+        of them a search's pruner ends)."""
 
     def set_worker_state(self, worker_id: str, state: str) -> None: ...
 
@@ -61,6 +62,9 @@ class QueueStore(Protocol):
     def counts(self, **select: Any) -> dict[tuple[str, Status], int]:
         """Number of jobs per (table, status)."""
 
+    def put_metrics(self, rows: Sequence[Any]) -> int:
+        """Store reported metrics (``db.models.MetricRow`` rows) in one statement."""
+
     def put_log_tails(self, rows: Sequence[Any]) -> int:
         """Store the tails of running or ended attempts' output (``db.logs.LogTail`` rows)."""
 
@@ -83,6 +87,10 @@ class RunsJob(Protocol):
 
     def abandon(self) -> None:
         """Kill the job at once and push nothing: it is no longer ours."""
+
+    # Optional (JobRun has them; a test's fake run may not): ``request_prune()``, a search's
+    # pruner ends the job (PRUNED); ``take_metrics()``, the (step, key, value) reports since
+    # the last call.
 
 
 class JobRunFactory(Protocol):

@@ -49,6 +49,7 @@ from dbdict_worker.worker.lease import Leases
 from dbdict_worker.worker.environment import Health, check as check_environment
 from dbdict_worker.worker.ports import JobRunFactory, QueueStore, RunsJob
 from dbdict_worker.worker.logship import LogShip
+from dbdict_worker.worker.metricship import MetricShip, interval_from_env
 from dbdict_worker.worker.rescue import Rescuer
 from dbdict_worker.worker.walltime import Walltime
 from dbdict_worker.worker.writes import (CALL_RETRY_SECONDS, FINAL_WAIT_SECONDS, MAX_BACKOFF,
@@ -141,6 +142,7 @@ class Supervisor:
         self.store = store.with_retry(call_retry, watcher=self.outage)
         self.writes = Writes(self.store, self.outage, self._milestone)
         self.logs = LogShip(self.store, self.outage, config.log_tail, config.heartbeat, clock=clock)
+        self.metrics = MetricShip(self.store, self.outage, interval_from_env(), clock=clock)
         self.rescuer = Rescuer(self.store, self.outage, self.worker_id, config.lease)
         self.messages: queue.Queue[Message] = queue.Queue()
         self.slots: dict[int, Slot] = {}
@@ -210,6 +212,7 @@ class Supervisor:
                     self._wake = False
                     self._next_poll = now + self.poll_interval
                     self._book()
+                self.metrics.flush()  # reports, one statement at most every interval
                 self.writes.flush()
                 if self._finished():
                     break
@@ -406,6 +409,7 @@ class Supervisor:
                                        name=f"job-{job.id}", daemon=True)
         self.slots[job.id] = slot
         self.logs.track(job.id, booking.token.attempt, run)
+        self.metrics.track(job.id, booking.token.attempt, run)
         log.info("job %d booked (attempt %d)%s: %s", job.id, booking.token.attempt,
                  f" on GPU {gpu}" if gpu is not None else "", job.experiment)
         slot.thread.start()
@@ -495,6 +499,7 @@ class Supervisor:
     def _done(self, job_id: int, result: RunResult) -> None:
         slot = self.slots.pop(job_id)
         self.logs.finish(job_id)  # its final output tail, before the status and the rmtree
+        self.metrics.finish(job_id)  # its whole curve, before its status
         self.writes.forget_save(job_id)
         if slot.gpu is not None:
             self._free_gpus.append(slot.gpu)
@@ -555,7 +560,7 @@ class Supervisor:
         sdnotify.notify("WATCHDOG=1")
         if answer is None:
             return
-        drain, owned = answer
+        drain, owned, prune = answer
         if drain:
             self.drain_requested = True
         for job_id, slot in list(self.slots.items()):
@@ -565,6 +570,9 @@ class Supervisor:
                 self._abandon(slot)
             elif job_id in owned:
                 self.leases.renewed(job_id, slot, sent)
+                if job_id in prune and not getattr(slot.run, "prune_requested", True):
+                    log.info("job %d: pruned by its search; telling the experiment", job_id)
+                    slot.run.request_prune()
         self.writes.drop_unowned(owned)
         if not self.stopping and self.rescuer.rescue():
             self._wake = True  # book what was just requeued
@@ -587,6 +595,7 @@ class Supervisor:
             self.listener.stop()
         if self.forkserver is not None:
             self.forkserver.close()
+        self.metrics.flush(force=True)
         unwritten = self.writes.last_chance(self.final_wait)
         if unwritten:
             log.warning("exiting with %d result(s) unwritten (database unreachable): those "

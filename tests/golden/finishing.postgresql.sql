@@ -11,6 +11,6 @@ FROM released RETURNING events.job_id;
 
 -- Requeue: back to START at a priority, with the job's workdir:
 WITH released AS
-(UPDATE jobs SET status=%(new_status)s, priority=%(new_priority)s, updated_at=now(), heartbeat_at=now(), worker_id=NULL, workdir=%(new_workdir)s, error=%(new_error)s, not_before=CASE WHEN (%(new_delay)s > 0) THEN (now() + make_interval(secs => %(new_delay)s)) ELSE NULL END, restarts=coalesce(%(new_restarts)s, jobs.restarts), retried=coalesce(%(new_retried)s, jobs.retried) WHERE jobs.id = %(own_id)s AND jobs.attempts = %(own_attempt)s AND jobs.worker_id = %(own_worker)s AND jobs.status = %(status_1)s RETURNING jobs.id)
+(UPDATE jobs SET status=%(new_status)s, priority=%(new_priority)s, updated_at=now(), heartbeat_at=now(), worker_id=NULL, workdir=%(new_workdir)s, error=%(new_error)s, not_before=CASE WHEN (%(new_delay)s > 0) THEN (now() + make_interval(secs => %(new_delay)s)) ELSE NULL END, restarts=coalesce(%(new_restarts)s, jobs.restarts), retried=coalesce(%(new_retried)s, jobs.retried), prune_requested=false WHERE jobs.id = %(own_id)s AND jobs.attempts = %(own_attempt)s AND jobs.worker_id = %(own_worker)s AND jobs.status = %(status_1)s RETURNING jobs.id)
  INSERT INTO events (job_id, kind, worker_id, detail) SELECT released.id, %(event_kind)s AS anon_1, %(own_worker)s AS anon_2, %(event_detail)s AS anon_3
 FROM released RETURNING events.job_id;

@@ -1,0 +1,90 @@
+"""The ``metrics`` table: what experiments report with ``channel.report(step, **metrics)``.
+
+One row per (job, attempt, step, key). A worker writes the reports of all its jobs in one
+statement per flush (:func:`insert`, an upsert: a repeated key keeps the latest value);
+readers use :func:`select`. Each function takes an open connection inside a transaction the
+caller owns.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from dbdict_worker.db.models import MetricRow, utc
+from dbdict_worker.db.schema import db_now, jobs, metrics
+
+#: Rows per statement on SQLite (5 parameters a row, well within its bound).
+CHUNK = 500
+#: Ids per IN list when reading.
+ID_CHUNK = 1000
+
+
+def insert(conn: Connection, rows: Sequence[MetricRow]) -> int:
+    """Insert these rows, or replace the value of a (job, attempt, step, key) already there;
+    rows of jobs that no longer exist (deleted while they ran) are left out. One statement on
+    PostgreSQL, one per :data:`CHUNK` rows on SQLite. Returns how many rows were written."""
+    latest: dict[tuple[int, int, int, str], MetricRow] = {}
+    for row in rows:  # one row per key: a statement may not update a row twice
+        latest[(row.job_id, row.attempt, row.step, row.key)] = row
+    values = [(r.job_id, r.attempt, r.step, r.key, r.value) for r in latest.values()]
+    if not values:
+        return 0
+    if conn.dialect.name == "postgresql":
+        # Reports are a convenience like output tails: their commit need not wait for the WAL
+        # flush (a database crash may lose the last second of them, never a status).
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        columns = dict(zip(_NAMES, map(list, zip(*values))))
+        return conn.execute(_PG_UPSERT, columns).rowcount
+    ids = sorted({v[0] for v in values})
+    existing: set[int] = set()
+    for start in range(0, len(ids), ID_CHUNK):
+        existing.update(conn.execute(
+            sa.select(jobs.c.id).where(jobs.c.id.in_(ids[start:start + ID_CHUNK]))).scalars())
+    kept = [dict(zip(_NAMES, v)) for v in values if v[0] in existing]
+    written = 0
+    for start in range(0, len(kept), CHUNK):
+        written += conn.execute(_on_conflict(
+            sqlite.insert(metrics).values(kept[start:start + CHUNK]))).rowcount
+    return written
+
+
+def _on_conflict(stmt):  # noqa: ANN001, ANN202 (a dialect's Insert)
+    """A repeated (job, attempt, step, key) keeps the latest value."""
+    return stmt.on_conflict_do_update(
+        index_elements=[metrics.c.job_id, metrics.c.attempt, metrics.c.step, metrics.c.key],
+        set_={"value": stmt.excluded.value, "at": db_now()})
+
+
+_NAMES = ["job_id", "attempt", "step", "key", "value"]
+_TYPES = [sa.BigInteger, sa.Integer, sa.BigInteger, sa.Text, sa.Float]
+_rows = sa.func.unnest(*(sa.bindparam(n, type_=postgresql.ARRAY(t)) for n, t in
+                         zip(_NAMES, _TYPES))).table_valued(*_NAMES).render_derived("v")
+_PG_UPSERT = _on_conflict(postgresql.insert(metrics).from_select(
+    _NAMES, sa.select(*_rows.c).where(sa.exists().where(jobs.c.id == _rows.c.job_id))))
+
+
+def select(conn: Connection, job_ids: Iterable[int], *, attempt: int | None = None,
+           keys: Iterable[str] | None = None) -> list[MetricRow]:
+    """The rows of these jobs (of one ``attempt`` if given; of some ``keys`` if given),
+    ordered by job, attempt, step and key."""
+    ids = sorted(set(job_ids))
+    wanted = sorted(set(keys)) if keys is not None else None
+    out: list[MetricRow] = []
+    for start in range(0, len(ids), ID_CHUNK):
+        cond = [metrics.c.job_id.in_(ids[start:start + ID_CHUNK])]
+        if attempt is not None:
+            cond.append(metrics.c.attempt == attempt)
+        if wanted is not None:
+            cond.append(metrics.c.key.in_(wanted))
+        rows = conn.execute(
+            sa.select(metrics.c.job_id, metrics.c.attempt, metrics.c.step, metrics.c.key,
+                      metrics.c.value, metrics.c.at)
+            .where(*cond)
+            .order_by(metrics.c.job_id, metrics.c.attempt, metrics.c.step, metrics.c.key))
+        out += [MetricRow(r.job_id, r.attempt, int(r.step), r.key,
+                          None if r.value is None else float(r.value), utc(r.at))
+                for r in rows]
+    return out

@@ -12,8 +12,10 @@ from typing import Any, Iterable, Sequence
 
 from dbdict_worker.db.connect import Connection
 
-from dbdict_worker.constants import Status
+from dbdict_worker import curves
+from dbdict_worker.constants import ENDED, FAILED, SUCCEEDED, Status
 from dbdict_worker.db import dashboard as sql
+from dbdict_worker.db import curves as dbcurves
 from dbdict_worker.db import queries
 from dbdict_worker.db.models import Job
 from dbdict_worker.records import PROVENANCE, run_facts
@@ -21,7 +23,7 @@ from dbdict_worker.store import Store
 from dbdict_worker.worker.liveness import DEFAULT_LEASE, is_lost
 
 #: Statuses a job ends in (it will not run again unless requeued).
-TERMINAL = (Status.DONE, Status.CANCELED, *sql.FAILED)
+TERMINAL = ENDED
 #: Minutes of history the overview's throughput covers.
 WINDOW_MINUTES = 60
 #: Failures the overview lists per table.
@@ -38,6 +40,12 @@ _METRIC_NAME = re.compile(r"loss|err|acc|score|objective|metric|result|reward|au
                           re.I)
 #: A parameter (a plot's x axis or colour) has at most this many distinct values.
 MAX_PARAM_VALUES = 50
+#: The results' learning curves (reported metrics): of this many best jobs, reading at most
+#: CURVE_ROWS rows, each curve thinned to CURVE_POINTS points; a job page's to JOB_POINTS.
+CURVE_JOBS = 20
+CURVE_ROWS = 200_000
+CURVE_POINTS = 500
+JOB_POINTS = 5_000
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -81,7 +89,8 @@ def overview(store: Store, *, tables: str | Sequence[str] | None = None,
             if tbl != name or status == Status.CANCELED:
                 continue
             bucket = buckets[WINDOW_MINUTES - 1 - ago]
-            bucket["done" if status == Status.DONE else "failed"] += n
+            # A pruned job ended as its search meant: it counts with the done ones.
+            bucket["done" if status in SUCCEEDED else "failed"] += n
         done_hour = sum(b["done"] for b in buckets)
         failed_hour = sum(b["failed"] for b in buckets)
         rate = _rate_per_hour(buckets, now)
@@ -100,7 +109,7 @@ def overview(store: Store, *, tables: str | Sequence[str] | None = None,
     return {
         "now": got["now"],
         "tables": out_tables,
-        "failed_total": sum(sum(t["counts"][s.name] for s in sql.FAILED) for t in out_tables),
+        "failed_total": sum(sum(t["counts"][s.name] for s in FAILED) for t in out_tables),
         "workers": workers(store, lease=lease),
     }
 
@@ -170,10 +179,12 @@ def jobs_page(store: Store, *, table: str | Sequence[str] | None = None,
 
 
 def job_detail(store: Store, job_id: int) -> dict:
-    """One job in full: its columns, state, provenance, history and log tails."""
+    """One job in full: its columns, state, provenance, history, log tails and reported
+    metrics (per key, ``[step, value]`` pairs over all its attempts)."""
     job, state = store.job(job_id)
     events = store.events(job_id)
     tails = store.log_tails(job_id)
+    reported = curves.by_step(curves.points(store, [job_id])).get(job_id, {})
     return {
         "job": {
             "id": job.id, "table": job.table, "experiment": job.experiment,
@@ -192,6 +203,8 @@ def job_detail(store: Store, job_id: int) -> dict:
                     "detail": e.detail} for e in events],
         "logs": [{"attempt": t.attempt, "stream": t.stream, "tail": t.tail, "size": t.size,
                   "updated_at": _iso(t.updated_at)} for t in tails],
+        "metrics": {k: [list(p) for p in curves.thin(c, JOB_POINTS)]
+                    for k, c in sorted(reported.items())},
     }
 
 
@@ -252,15 +265,31 @@ def results(store: Store, *, table: str | Sequence[str] | None = None,
     default = _default_axes(catalogue, params, metrics, len(ids))
     metric = metric if metric in kinds else default["y"]
     minimize = not (metric and _MAXIMIZED.search(metric))
-    best_rows = (jobs_page(store, table=table, where=where, statuses=statuses, sort=metric,
-                           desc=not minimize, limit=best)["rows"]
-                 if metric and best > 0 else [])
+    ranked = (jobs_page(store, table=table, where=where, statuses=statuses, sort=metric,
+                        desc=not minimize, limit=max(best, CURVE_JOBS))["rows"]
+              if metric else [])
+    best_rows = ranked[:max(best, 0)]
     return {
         "total": total, "rows_shown": len(ids), "keys": catalogue, "params": params,
         "metrics": metrics, "curves": [c["key"] for c in catalogue if c["kind"] == "curve"],
         "default": default, "metric": metric, "minimize": minimize, "best": best_rows,
         "rows": [{"id": i, **states[i]} for i in ids],
+        "metric_curves": _metric_curves(store, [r["id"] for r in ranked[:CURVE_JOBS]]
+                                        if metric else ids[:CURVE_JOBS]),
     }
+
+
+def _metric_curves(store: Store, ids: list[int]) -> dict[str, list]:
+    """The reported metrics of ``ids`` (best first): per key, ``[job_id, [[step, value],
+    ...]]`` for each of those jobs that reported it, in their order."""
+    rows = store.transaction(lambda conn: dbcurves.for_jobs(conn, ids, limit=CURVE_ROWS))
+    per_job = curves.by_step(rows)
+    out: dict[str, list] = {}
+    for job in ids:
+        for key, curve in per_job.get(job, {}).items():
+            out.setdefault(key, []).append(
+                [job, [list(p) for p in curves.thin(curve, CURVE_POINTS)]])
+    return dict(sorted(out.items()))
 
 
 def _default_axes(catalogue: list[dict], params: list[str], metrics: list[str],

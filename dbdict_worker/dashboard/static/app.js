@@ -455,6 +455,36 @@
   }
 
   let logChoice = null;
+  let metricChoice = null;
+
+  /* The job's reported metrics (channel.report): one key's curve by step, a <select> when
+     there are several. Hidden when it reported none. */
+  function drawJobMetrics(metrics) {
+    const keys = Object.keys(metrics || {}).sort();
+    const box = $("job-metrics-box");
+    box.hidden = !keys.length;
+    if (!keys.length) return;
+    if (!keys.includes(metricChoice)) metricChoice = keys[0];
+    const sel = $("metric-choice");
+    if (Array.from(sel.options).map(o => o.value).join("\u0000") !== keys.join("\u0000")) {
+      clear(sel);
+      keys.forEach(k => sel.append(el("option", {value: k}, k)));
+    }
+    sel.value = metricChoice;
+    sel.hidden = keys.length < 2;
+    const c = chart("chart-job-metrics");
+    if (!c) return;
+    c.resize();  // it may have been drawn while hidden
+    const pts = metrics[metricChoice];
+    c.setOption({
+      animation: false,
+      tooltip: {trigger: "axis", renderMode: "richText"},
+      grid: {left: 60, right: 20, top: 20, bottom: 30},
+      xAxis: {type: "value", name: "step", minInterval: 1}, yAxis: {type: "value", name: metricChoice, scale: true},
+      series: [{type: "line", name: metricChoice, showSymbol: pts.length < 50,
+        data: pts.map(([step, v]) => [step, num(v)])}],
+    }, {notMerge: true});
+  }
 
   function renderJob(d) {
     const j = d.job;
@@ -464,6 +494,7 @@
     $("job-error-box").hidden = !j.error;
     $("job-error").textContent = j.error || "";
     kvTable($("job-state"), d.state);
+    drawJobMetrics(d.metrics);
     kvTable($("job-provenance"), d.provenance || {});
     const events = clear($("job-events"));
     for (const e of d.events) {
@@ -502,6 +533,7 @@
     let last = null;
     const refresh = async () => { last = await api("/api/jobs/" + id); renderJob(last); };
     $("log-choice").addEventListener("change", ev => { logChoice = ev.target.value; if (last) renderJob(last); });
+    $("metric-choice").addEventListener("change", ev => { metricChoice = ev.target.value; if (last) drawJobMetrics(last.metrics); });
     const actions = $("job-actions");
     if (actions) actions.addEventListener("click", async ev => {
       const action = ev.target.getAttribute && ev.target.getAttribute("data-action");

@@ -11,13 +11,13 @@ window.dbdictResults = function (ctx) {
 
   const resultsState = {x: null, y: null, color: null, curve: null, minimize: true};
 
-  function fillSelect(node, values, chosen, none) {
+  function fillSelect(node, values, chosen, none, label) {
     const have = Array.from(node.options).map(o => o.value).join("\u0000");
     const want = (none ? [""] : []).concat(values);
     if (have !== want.join("\u0000")) {
       clear(node);
       if (none) node.append(el("option", {value: ""}, none));
-      values.forEach(v => node.append(el("option", {value: v}, v)));
+      values.forEach(v => node.append(el("option", {value: v}, label ? label(v) : v)));
     }
     node.value = chosen || "";
   }
@@ -31,7 +31,12 @@ window.dbdictResults = function (ctx) {
     resultsState.y = pick(resultsState.y, metrics, d.y);
     resultsState.x = pick(resultsState.x, plain, d.x);
     resultsState.color = resultsState.color === "" ? "" : pick(resultsState.color, plain, d.color || "");
-    resultsState.curve = pick(resultsState.curve, r.curves, r.curves[0]);
+    // Curves: the metrics jobs reported (channel.report, "m:" + key), then the state keys
+    // that hold a list of numbers ("s:" + key); a reported curve of the metric comes first.
+    const reported = Object.keys(r.metric_curves || {});
+    const curveChoices = reported.map(k => "m:" + k).concat(r.curves.map(k => "s:" + k));
+    const firstCurve = reported.includes(r.metric) ? "m:" + r.metric : curveChoices[0];
+    resultsState.curve = pick(resultsState.curve, curveChoices, firstCurve);
     if (resultsState.minimizeSet !== true) {
       // Unless the user ticked the box: the server's guess for its metric (error: lower).
       if (r.metric === resultsState.y && typeof r.minimize === "boolean") resultsState.minimize = r.minimize;
@@ -40,7 +45,8 @@ window.dbdictResults = function (ctx) {
     fillSelect($("r-y"), metrics, resultsState.y);
     fillSelect($("r-x"), plain, resultsState.x);
     fillSelect($("r-color"), plain, resultsState.color, "(none)");
-    fillSelect($("r-curve"), r.curves, resultsState.curve, r.curves.length ? null : "(no curves)");
+    fillSelect($("r-curve"), curveChoices, resultsState.curve, curveChoices.length ? null : "(no curves)",
+      v => v.slice(2) + (v.startsWith("m:") ? " (reported)" : ""));
     $("r-min").checked = resultsState.minimize;
     $("r-summary").textContent = r.rows_shown + " of " + r.total + " job(s)";
     $("results-empty").hidden = r.rows.length > 0;
@@ -112,9 +118,11 @@ window.dbdictResults = function (ctx) {
   function drawCurves(r) {
     const c = chart("chart-curves");
     if (!c) return;
-    const key = resultsState.curve;
-    $("chart-curves").hidden = !key;
-    if (!key) { c.clear(); return; }
+    const choice = resultsState.curve;
+    $("chart-curves").hidden = !choice;
+    if (!choice) { c.clear(); return; }
+    const key = choice.slice(2);
+    if (choice.startsWith("m:")) { drawReported(c, r, key); return; }
     const y = resultsState.y;
     const sign = resultsState.minimize ? 1 : -1;
     // The 20 best jobs (by the metric) that have the curve; the others would be a hairball.
@@ -127,6 +135,21 @@ window.dbdictResults = function (ctx) {
       xAxis: {type: "value", name: "step", minInterval: 1}, yAxis: {type: "value", name: key, scale: true},
       series: rows.map(row => ({type: "line", name: "job " + row.id, showSymbol: false,
         data: row[key].map((v, i) => [i, num(v)])})),
+    }, {notMerge: true});
+  }
+
+  /* The reported curves of the best jobs (the server picked them, best first, by its
+     metric): step on x, the value on y. */
+  function drawReported(c, r, key) {
+    const jobs = (r.metric_curves || {})[key] || [];
+    const by = r.metric ? " (best " + jobs.length + " by " + r.metric + ")" : "";
+    c.setOption({
+      animation: false, title: {text: "learning curves: " + key + by, left: "center", textStyle: {fontSize: 13}},
+      tooltip: {trigger: "item", renderMode: "richText", formatter: p => p.seriesName + "\nstep " + p.value[0] + ": " + fmt(p.value[1])},
+      grid: {left: 60, right: 20, top: 40, bottom: 30},
+      xAxis: {type: "value", name: "step", minInterval: 1}, yAxis: {type: "value", name: key, scale: true},
+      series: jobs.map(([id, pts]) => ({type: "line", name: "job " + id, showSymbol: pts.length < 2,
+        data: pts.map(([step, v]) => [step, num(v)])})),
     }, {notMerge: true});
   }
 

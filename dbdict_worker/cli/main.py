@@ -13,12 +13,14 @@ from dbdict_worker.cli.common import (check_job_table, db_only_options, db_optio
                                       selection_args)
 from dbdict_worker.export import dumps as json_dumps
 from dbdict_worker.cli.logs import logs_command, stderr_excerpt
+from dbdict_worker.cli.metrics import metrics_command
 from dbdict_worker.cli.policy import policy_lines, policy_record
 from dbdict_worker.cli.diff import diff_command
 from dbdict_worker.cli.provenance import provenance_lines
 from dbdict_worker.cli.wait import wait_command
 from dbdict_worker.cli.run import help_command, run_command
 from dbdict_worker.cli.serve import report_command, serve_command
+from dbdict_worker.cli.search import search_command
 from dbdict_worker.constants import Status
 from dbdict_worker.records import job_record, reserved
 from dbdict_worker.state import format_value
@@ -240,7 +242,7 @@ def cancel(ids, where, status, select_all, db, table, debug) -> None:
 @db_options
 @handle_errors
 def requeue(ids, where, status, select_all, stale, lease, priority, db, table, debug) -> None:
-    """Put finished, failed or cancelled jobs back in the queue (status START)."""
+    """Put finished, pruned, failed or cancelled jobs back in the queue (status START)."""
     if stale:
         with open_store(db, table) as store:
             rescued = store.requeue_stale(lease, by_worker="dbdict requeue --stale")
@@ -351,8 +353,10 @@ main.add_command(help_command, "help")
 main.add_command(select_options(wait_command), "wait")  # --status, --where as list's
 main.add_command(diff_command, "diff")
 main.add_command(logs_command, "logs")
+main.add_command(metrics_command, "metrics")
 main.add_command(serve_command, "serve")
 main.add_command(report_command, "report")
+main.add_command(search_command, "search")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

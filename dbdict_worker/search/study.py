@@ -4,6 +4,7 @@ search's jobs (a restarted driver continues from the database, not from a file o
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Mapping
 
 from dbdict_worker.constants import Status
@@ -22,8 +23,12 @@ def make_sampler(name: str, space: Space, seed: int | None) -> Any:
     s = optuna.samplers
     if name == "tpe":
         # constant_liar: trials still running count as (pessimistic) results, so that
-        # parallel workers are not all handed the same promising point.
-        return s.TPESampler(seed=seed, constant_liar=True, multivariate=True, group=True)
+        # parallel workers are not all handed the same promising point. multivariate and
+        # group (for conditional spaces) are "experimental" to Optuna, which says so on each
+        # use: a warning a user can do nothing about.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return s.TPESampler(seed=seed, constant_liar=True, multivariate=True, group=True)
     if name == "random":
         return s.RandomSampler(seed=seed)
     if name == "cmaes":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-from dbdict_worker import COMPLETE
+from dbdict_worker import COMPLETE, INCOMPLETE
 
 BRANIN_MIN = 0.397887
 QUAD_OFFSET = {"a": 0.0, "b": 0.5, "c": 1.0}
@@ -44,7 +44,8 @@ def curve_loss(lr: float, width: int, step: int) -> float:
 
 
 def curve(state, channel):
-    """Report the loss each step (``state.steps`` of them); return early when pruned.
+    """Report the loss each step (``state.steps`` of them); return early when pruned; save
+    and return INCOMPLETE when asked to stop (a resumed attempt goes on from there).
     ``state.steps_run`` counts the steps actually run (the compute used)."""
     steps = int(state.get("steps", 40))
     delay = float(state.get("delay", 0.05))
@@ -54,7 +55,12 @@ def curve(state, channel):
         state.loss = loss
         state.steps_run = step + 1
         channel.report(step, loss=loss)
-        if channel.switch() == "prune" or channel.should_prune():
+        asked = channel.switch()
+        if asked == "prune":
             return COMPLETE
+        if asked == "stop":
+            channel.save()
+            return INCOMPLETE
+        channel.save()
         time.sleep(delay)
     return COMPLETE

@@ -181,3 +181,38 @@ def test_sigterm_stops_the_driver_and_the_search_continues(pg_url, workers, tmp_
     second = _driver(pg_url, tmp_path, tmp_path / "t2.log", *args)  # the lock was let go
     assert second.wait(60) == 0, (tmp_path / "t2.log").read_text()
     _assert_exact(_trials(pg_url, "t"), 4)
+
+
+def test_a_trial_whose_worker_is_stopped_is_resumed_not_failed(pg_url, workers, tmp_path):
+    """SIGTERM to the worker running a trial: the trial goes back to the queue (pending,
+    not told as failed), another worker resumes it from its save, its reported curve goes
+    on from its last step, and the search ends with its budget, none failed."""
+    space = tmp_path / "curve.toml"
+    space.write_text('lr = {type = "float", low = 1e-3, high = 1e-1, log = true}\n'
+                     'width = [32, 64]\nsteps = 30\ndelay = 0.1\n')
+    env = {"DBDICT_REPORT_INTERVAL": "0.1", "DBDICT_METRICS_INTERVAL": "0.2"}
+    first = workers(pg_url, "first", *FAST, "--slots", "1", env=env)
+    driver = _driver(pg_url, tmp_path, tmp_path / "d.log", CURVE, "--space", str(space),
+                     "--objective", "loss", "--budget", "2", "--max-pending", "1",
+                     "--seed", "4", "--name", "r", "--poll", "0.1")
+    store = Store.open(pg_url)
+    job_id = wait_for(lambda: next((j for _, j, s, _ in _trials(pg_url, "r")
+                                    if s == "RUNNING"), None), 30, "trial 0 running")
+    wait_for(lambda: len(store.metric_rows([job_id])) >= 5, 30, "5 steps reported")
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    job, _ = store.job(job_id)
+    assert job.status.name == "START"  # requeued with its save, still a pending trial
+    workers(pg_url, "second", *FAST, "--slots", "1", env=env)
+    assert driver.wait(90) == 0, (tmp_path / "d.log").read_text()
+    assert "finished: 2 done, 0 failed, 0 pruned of 2" in (tmp_path / "d.log").read_text()
+    job, state = store.job(job_id)
+    assert job.status.name == "DONE" and job.attempts == 2 and state["steps_run"] == 30
+    rows = store.metric_rows([job_id], keys=["loss"])
+    by_attempt = {a: sorted(r.step for r in rows if r.attempt == a) for a in (1, 2)}
+    assert by_attempt[1] and by_attempt[2]
+    # The second attempt starts at the step after the first one's last: one curve, not a
+    # restart from step 0 (reports are coalesced, so not every step need be there).
+    assert by_attempt[2][0] == by_attempt[1][-1] + 1 > 1
+    assert max(by_attempt[2]) == 29
+    store.close()

@@ -12,14 +12,11 @@ import datetime as dt
 from typing import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from dbdict_worker.db.jobrows import JobRowUpsert
 from dbdict_worker.db.models import utc
-from dbdict_worker.db.schema import db_now, job_logs, jobs
-
-#: Rows per statement on SQLite (its bound on parameters).
-CHUNK = 500
+from dbdict_worker.db.schema import db_now, job_logs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,36 +33,10 @@ class LogTail:
 
 
 def upsert(conn: Connection, rows: Sequence[LogTail]) -> int:
-    """Insert or replace these rows, one statement per :data:`CHUNK`; a row never replaces
-    a larger one (a late retry cannot move a tail back), and rows of jobs that no longer
-    exist (deleted while they ran) are left out. Returns how many rows were written."""
-    latest: dict[tuple[int, int, str], LogTail] = {}
-    for row in rows:  # one row per key: a statement may not update a row twice
-        latest[(row.job_id, row.attempt, row.stream)] = row
-    values = [(r.job_id, r.attempt, r.stream, r.tail, r.size) for r in latest.values()]
-    if not values:
-        return 0
-    if conn.dialect.name == "postgresql":
-        # Output tails are a convenience: their commit need not wait for the WAL flush (a
-        # database crash may lose the last second of them, never a status). A worker writes
-        # one per ending job; this keeps that write off the disk's critical path.
-        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-        # One statement, whatever the number of rows (one array per column: compiled once):
-        # the rows, less those of jobs that no longer exist.
-        columns = dict(zip(_NAMES, map(list, zip(*values))))
-        return conn.execute(_PG_UPSERT, columns).rowcount
-    # SQLite has no arrays: look the jobs up first, then one multi-row INSERT.
-    ids = sorted({v[0] for v in values})
-    existing: set[int] = set()
-    for start in range(0, len(ids), CHUNK):
-        existing.update(conn.execute(
-            sa.select(jobs.c.id).where(jobs.c.id.in_(ids[start:start + CHUNK]))).scalars())
-    kept = [dict(zip(_NAMES, v)) for v in values if v[0] in existing]
-    written = 0
-    for start in range(0, len(kept), CHUNK):
-        written += conn.execute(_on_conflict(
-            sqlite.insert(job_logs).values(kept[start:start + CHUNK]))).rowcount
-    return written
+    """Insert or replace these rows in one statement (on SQLite one per chunk); a row never
+    replaces a larger one (a late retry cannot move a tail back), and rows of jobs that no
+    longer exist (deleted while they ran) are left out. Returns how many rows were written."""
+    return _UPSERT(conn, [(r.job_id, r.attempt, r.stream, r.tail, r.size) for r in rows])
 
 
 def _on_conflict(stmt):  # noqa: ANN001, ANN202 (a dialect's Insert)
@@ -76,12 +47,9 @@ def _on_conflict(stmt):  # noqa: ANN001, ANN202 (a dialect's Insert)
         where=job_logs.c.size <= stmt.excluded.size)
 
 
-_NAMES = ["job_id", "attempt", "stream", "tail", "size"]
-_TYPES = [sa.BigInteger, sa.Integer, sa.Text, sa.Text, sa.BigInteger]
-_rows = sa.func.unnest(*(sa.bindparam(n, type_=postgresql.ARRAY(t)) for n, t in
-                         zip(_NAMES, _TYPES))).table_valued(*_NAMES).render_derived("v")
-_PG_UPSERT = _on_conflict(postgresql.insert(job_logs).from_select(
-    _NAMES, sa.select(*_rows.c).where(sa.exists().where(jobs.c.id == _rows.c.job_id))))
+_UPSERT = JobRowUpsert(job_logs, ["job_id", "attempt", "stream", "tail", "size"],
+                       [sa.BigInteger, sa.Integer, sa.Text, sa.Text, sa.BigInteger], 3,
+                       _on_conflict)
 
 
 def select(conn: Connection, job_id: int, attempt: int | None = None) -> list[LogTail]:

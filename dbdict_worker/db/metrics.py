@@ -10,14 +10,12 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from dbdict_worker.db.jobrows import JobRowUpsert
 from dbdict_worker.db.models import MetricRow, utc
-from dbdict_worker.db.schema import db_now, jobs, metrics
+from dbdict_worker.db.schema import db_now, metrics
 
-#: Rows per statement on SQLite (5 parameters a row, well within its bound).
-CHUNK = 500
 #: Ids per IN list when reading.
 ID_CHUNK = 1000
 
@@ -25,30 +23,8 @@ ID_CHUNK = 1000
 def insert(conn: Connection, rows: Sequence[MetricRow]) -> int:
     """Insert these rows, or replace the value of a (job, attempt, step, key) already there;
     rows of jobs that no longer exist (deleted while they ran) are left out. One statement on
-    PostgreSQL, one per :data:`CHUNK` rows on SQLite. Returns how many rows were written."""
-    latest: dict[tuple[int, int, int, str], MetricRow] = {}
-    for row in rows:  # one row per key: a statement may not update a row twice
-        latest[(row.job_id, row.attempt, row.step, row.key)] = row
-    values = [(r.job_id, r.attempt, r.step, r.key, r.value) for r in latest.values()]
-    if not values:
-        return 0
-    if conn.dialect.name == "postgresql":
-        # Reports are a convenience like output tails: their commit need not wait for the WAL
-        # flush (a database crash may lose the last second of them, never a status).
-        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-        columns = dict(zip(_NAMES, map(list, zip(*values))))
-        return conn.execute(_PG_UPSERT, columns).rowcount
-    ids = sorted({v[0] for v in values})
-    existing: set[int] = set()
-    for start in range(0, len(ids), ID_CHUNK):
-        existing.update(conn.execute(
-            sa.select(jobs.c.id).where(jobs.c.id.in_(ids[start:start + ID_CHUNK]))).scalars())
-    kept = [dict(zip(_NAMES, v)) for v in values if v[0] in existing]
-    written = 0
-    for start in range(0, len(kept), CHUNK):
-        written += conn.execute(_on_conflict(
-            sqlite.insert(metrics).values(kept[start:start + CHUNK]))).rowcount
-    return written
+    PostgreSQL, one per chunk on SQLite. Returns how many rows were written."""
+    return _UPSERT(conn, [(r.job_id, r.attempt, r.step, r.key, r.value) for r in rows])
 
 
 def _on_conflict(stmt):  # noqa: ANN001, ANN202 (a dialect's Insert)
@@ -58,12 +34,9 @@ def _on_conflict(stmt):  # noqa: ANN001, ANN202 (a dialect's Insert)
         set_={"value": stmt.excluded.value, "at": db_now()})
 
 
-_NAMES = ["job_id", "attempt", "step", "key", "value"]
-_TYPES = [sa.BigInteger, sa.Integer, sa.BigInteger, sa.Text, sa.Float]
-_rows = sa.func.unnest(*(sa.bindparam(n, type_=postgresql.ARRAY(t)) for n, t in
-                         zip(_NAMES, _TYPES))).table_valued(*_NAMES).render_derived("v")
-_PG_UPSERT = _on_conflict(postgresql.insert(metrics).from_select(
-    _NAMES, sa.select(*_rows.c).where(sa.exists().where(jobs.c.id == _rows.c.job_id))))
+_UPSERT = JobRowUpsert(metrics, ["job_id", "attempt", "step", "key", "value"],
+                       [sa.BigInteger, sa.Integer, sa.BigInteger, sa.Text, sa.Float], 4,
+                       _on_conflict)
 
 
 def select(conn: Connection, job_ids: Iterable[int], *, attempt: int | None = None,

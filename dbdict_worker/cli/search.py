@@ -10,10 +10,9 @@ import click
 
 from dbdict_worker.cli.common import db_options, handle_errors, open_store
 from dbdict_worker.errors import UsageError
+from dbdict_worker.search import PRUNERS, SAMPLERS
 from dbdict_worker.state import format_value
 
-SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc")
-PRUNERS = ("none", "median", "asha", "hyperband")
 
 
 class _Stopped(BaseException):

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["run", "load_space", "Space"]
+__all__ = ["run", "load_space", "Space", "SAMPLERS", "PRUNERS"]
+
+#: The samplers and pruners a search can use (Optuna's; named here, where the command line
+#: can read them without importing Optuna).
+SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc")
+PRUNERS = ("none", "median", "asha", "hyperband")
 
 
 def run(*args: Any, **kwargs: Any) -> Any:

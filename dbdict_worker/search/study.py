@@ -10,11 +10,10 @@ from typing import Any, Mapping
 from dbdict_worker.constants import Status
 from dbdict_worker.db.search import TrialRow
 from dbdict_worker.errors import UsageError
+from dbdict_worker.search import PRUNERS, SAMPLERS  # noqa: F401 (the driver reads them here)
 from dbdict_worker.search.optuna_import import optuna
 from dbdict_worker.search.space import Space
 
-SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc")
-PRUNERS = ("none", "median", "asha", "hyperband")
 TrialState = optuna.trial.TrialState
 
 

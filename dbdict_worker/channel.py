@@ -23,7 +23,6 @@ stop or prune, and at the end.
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
 import numbers
@@ -31,6 +30,7 @@ from typing import Any, Callable, Mapping
 
 from dbdict_worker import signals
 from dbdict_worker.constants import COMPLETE, INCOMPLETE
+from dbdict_worker.durations import seconds_from_env
 from dbdict_worker.errors import StateError
 
 #: What switch() returns once a stop was asked.
@@ -54,21 +54,14 @@ Sink = Callable[[Mapping[str, Any]], None]
 MetricsSink = Callable[[list], None]
 
 
-def save_interval_from_env(default: float = DEFAULT_SAVE_INTERVAL,
-                           name: str = SAVE_INTERVAL_ENV) -> float:
-    """``DBDICT_SAVE_INTERVAL`` (or ``name``) seconds (>= 0), or ``default`` when unset or
-    malformed."""
-    text = os.environ.get(name, "").strip()
-    try:
-        value = float(text) if text else default
-    except ValueError:
-        return default
-    return value if value >= 0 else default
+def save_interval_from_env(default: float = DEFAULT_SAVE_INTERVAL) -> float:
+    """``DBDICT_SAVE_INTERVAL`` seconds (>= 0), or ``default`` when unset or malformed."""
+    return seconds_from_env(SAVE_INTERVAL_ENV, default)
 
 
 def report_interval_from_env(default: float = DEFAULT_REPORT_INTERVAL) -> float:
     """``DBDICT_REPORT_INTERVAL`` seconds (>= 0), or ``default`` when unset or malformed."""
-    return save_interval_from_env(default, REPORT_INTERVAL_ENV)
+    return seconds_from_env(REPORT_INTERVAL_ENV, default)
 
 
 def _number(key: str, value: Any) -> float:

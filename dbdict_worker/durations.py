@@ -7,6 +7,7 @@ and ``dbdict-worker start --walltime``.
 from __future__ import annotations
 
 import math
+import os
 import re
 
 #: Seconds per unit; a number without a unit is seconds.
@@ -56,3 +57,14 @@ def format_duration(seconds: float) -> str:
 
 
 __all__ = ["parse_duration", "format_duration", "UNITS"]
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    """The environment variable ``name`` as seconds (>= 0), or ``default`` when it is unset
+    or malformed (a tuning knob read where there is no one to tell: a job, a worker)."""
+    text = os.environ.get(name, "").strip()
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        return default
+    return value if value >= 0 else default

@@ -18,11 +18,11 @@ the oldest dropped with a warning) and written once it is back.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any, Callable
 
 from dbdict_worker.db.models import MetricRow
+from dbdict_worker.durations import seconds_from_env
 from dbdict_worker.worker.ports import QueueStore
 from dbdict_worker.worker.writes import Outage
 
@@ -37,11 +37,7 @@ MAX_PENDING = 500_000
 
 def interval_from_env(default: float = DEFAULT_INTERVAL) -> float:
     """``DBDICT_METRICS_INTERVAL`` seconds (>= 0), or ``default`` when unset or malformed."""
-    try:
-        value = float(os.environ.get(INTERVAL_ENV, "").strip() or default)
-    except ValueError:
-        return default
-    return value if value >= 0 else default
+    return seconds_from_env(INTERVAL_ENV, default)
 
 
 class MetricShip:

@@ -316,6 +316,13 @@ def format_value(value: Any) -> str:
     return repr(check_value("value", value))
 
 
+def same_state(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two flat states hold the same keys with values of the same types and
+    spellings, i.e. would be stored alike (NaN equals NaN; 1, 1.0 and True differ)."""
+    return a.keys() == b.keys() and all(
+        type(a[k]) is type(b[k]) and repr(a[k]) == repr(b[k]) for k in a)
+
+
 def parse_params(args: Iterable[str]) -> dict[str, Any]:
     """Parse ``key=value`` and ``key::dotted.builder`` arguments into a flat dict.
 

@@ -22,17 +22,18 @@ from dbdict_worker.constants import (
     DEFAULT_MAX_RESTARTS,
     DEFAULT_PRIORITY,
     DEFAULT_TABLE,
-    RESTART_PRIORITY,
     Status,
 )
 from dbdict_worker import export as exportmod
 from dbdict_worker.db import connect, logs, maintenance, migrate, queries, queue, views
 from dbdict_worker.storemetrics import MetricCalls
+from dbdict_worker.storequeue import QueueCalls
 from dbdict_worker.db import workers as workerq
 from dbdict_worker.db.connect import Connection
 from dbdict_worker.db.provenance import attach as attach_submissions
 from dbdict_worker.db.models import (
     Booking,
+    Completion,
     EnqueueResult,
     Event,
     Job,
@@ -41,7 +42,7 @@ from dbdict_worker.db.models import (
     Token,
     WorkerRow,
 )
-from dbdict_worker.errors import DatabaseUnavailable, LostOwnership, NotFound, UsageError
+from dbdict_worker.errors import DatabaseUnavailable, NotFound, UsageError
 from dbdict_worker.names import check_table_name, table_list
 from dbdict_worker import waiting
 from dbdict_worker.waiting import WaitResult
@@ -53,7 +54,7 @@ T = TypeVar("T")
 ENQUEUE_CHUNK = 2000
 
 
-class Store(MetricCalls):
+class Store(QueueCalls, MetricCalls):
     """A connection to a dbdict database (PostgreSQL or SQLite)."""
 
     def __init__(self, target: connect.Target, *, table: str | None = None,
@@ -143,6 +144,29 @@ class Store(MetricCalls):
         def run() -> T:
             with self.engine.begin() as conn:
                 return fn(conn)
+        return self.retry(run)
+
+    def _statement(self, fn: Callable[[Connection], T]) -> T:
+        """Like :meth:`transaction`, for an ``fn`` whose writes are one statement: on
+        PostgreSQL it runs in autocommit, each statement its own transaction, which saves
+        the round trips of BEGIN and COMMIT (the hot calls of every worker)."""
+        if self.target.is_sqlite:  # BEGIN IMMEDIATE is what serializes SQLite's writers
+            return self.transaction(fn)
+
+        def run() -> T:
+            with self.engine.connect() as conn:
+                # psycopg2's own switch: SQLAlchemy's isolation_level="AUTOCOMMIT" resets
+                # the level through set_isolation_level twice per call, as slow as the
+                # statement's planning. In autocommit psycopg2 sends no BEGIN, and the
+                # rollback SQLAlchemy does when the connection goes back to its pool is a
+                # no-op.
+                raw = conn.connection.dbapi_connection
+                raw.autocommit = True
+                try:
+                    return fn(conn)
+                finally:
+                    if not raw.closed:
+                        raw.autocommit = False
         return self.retry(run)
 
     # ---------------------------------------------------------------------------------------
@@ -432,127 +456,6 @@ class Store(MetricCalls):
         return self.transaction(run)
 
     # ---------------------------------------------------------------------------------------
-    # The queue core (used by the worker)
-
-    def next_due(self, *, tables: Sequence[str] | None = None) -> float | None:
-        """Seconds until the first job waiting out a restart delay (in ``tables``) may be
-        booked, by the database clock; None when no job waits."""
-        names = self._tables_arg(tables)
-
-        def run(conn: Connection) -> float | None:
-            ids = None if names is None else tuple(queries.table_ids(conn, names).values())
-            return queue.next_due(conn, ids)
-        return self.transaction(run)
-
-    def book(self, worker_id: str, host: str, *, tables: Sequence[str] | None = None,
-             n: int = 1, missing_ok: bool = False,
-             run_info: str | None = None) -> list[Booking]:
-        """Book up to ``n`` ready jobs (priority DESC, id ASC) in one statement. A table that
-        does not exist is NotFound, or with ``missing_ok`` has nothing to book yet.
-        ``run_info``: this attempt's provenance (``provenance.run_info_json()``)."""
-        names = self._tables_arg(tables)
-
-        def run(conn: Connection) -> list[Booking]:
-            # Table ids never change: look them up once per store, not once per booking (but
-            # again while some do not exist yet, until they all do).
-            key = tuple(names) if names is not None else None
-            ids = self._booking_tables.get(key, ())
-            if key not in self._booking_tables:
-                ids = self._existing_table_ids(conn, names) if missing_ok \
-                    else self._table_ids(conn, names)
-                if ids is None or names is None or len(ids) == len(names):
-                    self._booking_tables[key] = ids
-            if ids == ():
-                return []
-            booked = queue.book(conn, worker_id=worker_id, host=host, table_ids=ids, n=n,
-                                run_info=run_info)
-            return [Booking(j, Token(j.id, worker_id, j.attempts), st) for j, st in booked]
-        return self.transaction(run)
-
-    def _owned_write(self, token: Token, what: str,
-                     fn: Callable[[Connection], bool]) -> None:
-        if not self.transaction(fn):
-            raise LostOwnership(
-                f"job {token.job_id}: cannot {what}, worker {token.worker_id} attempt "
-                f"{token.attempt} no longer owns it")
-
-    def save_state(self, token: Token, flat: Mapping[str, Any]) -> None:
-        """Replace the job's state (reserved ``dbdict.*`` keys are ignored); LostOwnership if
-        the token no longer owns the job."""
-        clean = _user_state(flat)
-
-        def run(conn: Connection) -> bool:
-            if not queue.touch_owned(conn, token):
-                return False
-            queue.replace_state(conn, token.job_id, clean)
-            return True
-        self._owned_write(token, "save state", run)
-
-    def finish(self, token: Token, status: Status, *, state: Mapping[str, Any] | None = None,
-               error: str | None = None, workdir: str | None = None) -> None:
-        """Record the job's final status (and final state); LostOwnership if not owned."""
-        if status in (Status.START, Status.RUNNING):
-            raise ValueError("finish() takes a final status; use requeue_job() for START")
-        self._release(token, status, state=state, error=error, workdir=workdir,
-                      priority=None, what=f"finish as {status.name}")
-
-    def requeue_job(self, token: Token, *, priority: float = RESTART_PRIORITY,
-                    state: Mapping[str, Any] | None = None, reason: str = "incomplete",
-                    workdir: str | None = None, delay: float = 0.0,
-                    restarts: int | None = None, retried: int | None = None,
-                    event: str = "requeued") -> None:
-        """Give an owned job back to the queue (INCOMPLETE, stopped or retried), at
-        ``priority``, bookable ``delay`` seconds from now (database clock), its count of
-        INCOMPLETE returns without progress set to ``restarts`` and of retries used to
-        ``retried`` (None keeps them); ``event`` is the kind of its history event."""
-        self._release(token, Status.START, state=state, error=None, workdir=workdir,
-                      priority=priority, what="requeue", reason=reason, delay=delay,
-                      restarts=restarts, retried=retried, kind=event)
-
-    def _release(self, token: Token, status: Status, *, state: Mapping[str, Any] | None,
-                 error: str | None, workdir: str | None, priority: float | None, what: str,
-                 reason: str | None = None, delay: float = 0.0,
-                 restarts: int | None = None, retried: int | None = None,
-                 kind: str = "requeued") -> None:
-        clean = _user_state(state) if state is not None else None
-
-        detail = status.name if reason is None else f"{status.name}: {reason}"
-        if error:
-            detail += f": {error}"
-        if delay > 0:
-            detail += f"; not before now + {delay:.3g} s"
-        event = ("finished" if status != Status.START else kind, detail)
-
-        def run(conn: Connection) -> bool:
-            # Ownership first (the row stays locked to the end of the transaction), then the
-            # state, so a lost job's state is never touched.
-            if not queue.release_owned(conn, token, status, priority=priority, error=error,
-                                       workdir=workdir, event=event, delay=delay,
-                                       restarts=restarts, retried=retried):
-                return False
-            if clean is not None:
-                queue.replace_state(conn, token.job_id, clean)
-            if status == Status.START:
-                workerq.notify(conn, workerq.JOBS_CHANNEL)
-            return True
-        self._owned_write(token, what, run)
-
-    def unbook(self, token: Token, reason: str) -> None:
-        """Give back a booked job that never started because the worker's own environment
-        failed (not the job's fault): START again, its attempt not counted, an ``unbooked``
-        event with ``reason``; LostOwnership if not owned."""
-        def run(conn: Connection) -> bool:
-            if not queue.unbook_owned(conn, token, reason):
-                return False
-            workerq.notify(conn, workerq.JOBS_CHANNEL)
-            return True
-        self._owned_write(token, "unbook", run)
-
-    def heartbeat(self, worker_id: str, tokens: Sequence[Token]) -> set[int]:
-        """Refresh the jobs' heartbeats; returns the ids still owned."""
-        return set(self.transaction(lambda c: queue.heartbeat(c, worker_id, tokens)))
-
-    # ---------------------------------------------------------------------------------------
     # Workers
 
     def register_worker(self, worker_id: str, host: str, pid: int, slots: int,
@@ -605,10 +508,5 @@ class Store(MetricCalls):
         return self.transaction(lambda c: logs.select(c, job_id, attempt))
 
 
-def _user_state(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """A state to store: checked, flattened, without the reserved ``dbdict.*`` keys."""
-    return statemod.flatten(statemod.user_keys(flat))
-
-
-__all__ = ["Store", "Booking", "EnqueueResult", "Job", "Token", "Event", "Rescued",
-           "Selection"]
+__all__ = ["Store", "Booking", "Completion", "EnqueueResult", "Job", "Token", "Event",
+           "Rescued", "Selection"]

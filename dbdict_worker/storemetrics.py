@@ -1,11 +1,10 @@
-"""The :class:`~dbdict_worker.store.Store` calls of intermediate metrics (``db/metrics.py``)
-and pruning (``db/queue.py``), kept here so store.py stays small."""
+"""The :class:`~dbdict_worker.store.Store` calls of intermediate metrics and pruning
+(``db/metrics.py``), kept here so store.py stays small."""
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
 from dbdict_worker.db import metrics as metricsq
-from dbdict_worker.db import queue
 from dbdict_worker.db.connect import Connection
 from dbdict_worker.db.models import MetricRow
 
@@ -34,4 +33,4 @@ class MetricCalls:
         ends PRUNED at once. Returns the ids changed (the others had ended or were flagged)."""
         wanted = list(ids)
         return self.transaction(
-            lambda c: queue.request_prune(c, wanted, reason)) if wanted else []
+            lambda c: metricsq.request_prune(c, wanted, reason)) if wanted else []

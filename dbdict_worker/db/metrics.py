@@ -1,4 +1,5 @@
-"""The ``metrics`` table: what experiments report with ``channel.report(step, **metrics)``.
+"""The ``metrics`` table: what experiments report with ``channel.report(step, **metrics)``;
+and what a search's pruner does with them: :func:`request_prune`.
 
 One row per (job, attempt, step, key). A worker writes the reports of all its jobs in one
 statement per flush (:func:`insert`, an upsert: a repeated key keeps the latest value);
@@ -14,7 +15,9 @@ from sqlalchemy.engine import Connection
 
 from dbdict_worker.db.jobrows import JobRowUpsert
 from dbdict_worker.db.models import MetricRow, utc
-from dbdict_worker.db.schema import db_now, metrics
+from dbdict_worker.constants import Status
+from dbdict_worker.db.queries import add_events
+from dbdict_worker.db.schema import db_now, jobs, metrics
 
 #: Ids per IN list when reading.
 ID_CHUNK = 1000
@@ -61,3 +64,29 @@ def select(conn: Connection, job_ids: Iterable[int], *, attempt: int | None = No
                           None if r.value is None else float(r.value), utc(r.at))
                 for r in rows]
     return out
+
+
+def request_prune(conn: Connection, ids: Sequence[int], reason: str) -> list[int]:
+    """A search's pruner ends these jobs early: a RUNNING one is flagged (its worker learns
+    it at its next heartbeat and tells the experiment), a START one ends PRUNED at once.
+    Others (already ended, or flagged) are left alone. Returns the ids changed."""
+    wanted = sorted(set(ids))
+    changed: list[int] = []
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start:start + 1000]
+        flagged = list(conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(chunk), jobs.c.status == Status.RUNNING,
+                   jobs.c.prune_requested.is_(sa.false()))
+            .values(prune_requested=True, updated_at=db_now())
+            .returning(jobs.c.id)).scalars())
+        ended = list(conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(chunk), jobs.c.status == Status.START)
+            .values(status=Status.PRUNED, finished_at=db_now(), updated_at=db_now(),
+                    not_before=sa.null())
+            .returning(jobs.c.id)).scalars())
+        add_events(conn, "prune", sorted(flagged), detail=f"{reason}; its worker stops it")
+        add_events(conn, "prune", sorted(ended), detail=f"{reason}; now PRUNED (not started)")
+        changed += flagged + ended
+    return sorted(changed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from dbdict_worker.constants import DEFAULT_MAX_RESTARTS, Status
 from dbdict_worker.db.schema import job_tables, jobs
@@ -83,6 +83,18 @@ class Token:
     job_id: int
     worker_id: str
     attempt: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A booked job's end, to be written with others in one transaction: its token, final
+    status and, when given, its final state, error text and recorded workdir."""
+
+    token: Token
+    status: Status
+    state: Optional[Mapping[str, Any]] = None
+    error: Optional[str] = None
+    workdir: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from sqlalchemy.engine import Connection
 from dbdict_worker.constants import DEFAULT_MAX_RESTARTS, RESTART_PRIORITY, Status
 from dbdict_worker import retrying
 from dbdict_worker.db import values
-from dbdict_worker.db.models import (JOB_COLUMNS, Job, Rescued, Selection, Token, job_from_row,
-                                     utc)
+from dbdict_worker.db.models import (JOB_COLUMNS, Completion, Job, Rescued, Selection, Token,
+                                     job_from_row, utc)
 from dbdict_worker.db.queries import add_events, select_jobs, select_state
 from dbdict_worker.db.schema import (db_ago, db_later, db_now, events, job_tables, jobs, state,
                                      submissions)
@@ -48,10 +48,16 @@ def owned(worker_id: Any, bookings: Sequence[tuple[Any, Any]]) -> sa.ColumnEleme
     """
     if len(bookings) == 1:
         ((job_id, attempt),) = bookings
-        which = [jobs.c.id == job_id, jobs.c.attempts == attempt]
-    else:
-        which = [sa.tuple_(jobs.c.id, jobs.c.attempts).in_(bookings)]
-    return sa.and_(*which, jobs.c.worker_id == worker_id, jobs.c.status == Status.RUNNING)
+        return _owns(worker_id, job_id, attempt)
+    return sa.and_(sa.tuple_(jobs.c.id, jobs.c.attempts).in_(bookings),
+                   jobs.c.worker_id == worker_id, jobs.c.status == Status.RUNNING)
+
+
+def _owns(worker_id: Any, job_id: Any, attempt: Any) -> sa.ColumnElement[bool]:
+    """:func:`owned` for one job; each part a value, a bind parameter or a column (of the
+    rows a batched write joins to)."""
+    return sa.and_(jobs.c.id == job_id, jobs.c.attempts == attempt,
+                   jobs.c.worker_id == worker_id, jobs.c.status == Status.RUNNING)
 
 
 def _owned_by_binds() -> sa.ColumnElement[bool]:
@@ -436,6 +442,78 @@ def release_owned(conn: Connection, token: Token, status: Status, *, priority: f
     return conn.execute(release, params).first() is not None
 
 
+# The columns of a batched finish, each sent as one array: (bind name, column, type). Bind
+# names differ from column names: in an UPDATE, a parameter named like a column is taken as
+# that column's new value.
+_FINISH_ARRAYS = (("given_ids", "id", sa.BigInteger),
+                  ("given_attempts", "attempt", sa.Integer),
+                  ("given_statuses", "status", sa.Integer),
+                  ("given_errors", "error", sa.Text),
+                  ("given_workdirs", "workdir", sa.Text),
+                  ("given_details", "detail", sa.Text))
+
+
+def finish_many_statements(dialect: str) -> tuple[sa.Executable, ...]:
+    """The statements :func:`finish_owned_many` sends for the jobs themselves (then, for
+    those with a final state, its DELETE and COPY): on SQLite those of
+    :func:`release_owned`, once per job."""
+    if dialect == SQLITE:
+        return release_statements(SQLITE, False, True)
+    return (_finish_many_postgresql(),)
+
+
+@functools.lru_cache(maxsize=None)
+def _finish_many_postgresql() -> sa.Executable:
+    """One statement that ends many owned jobs: the new values travel as arrays (bind
+    parameters ``given_ids``, ``given_attempts``, ``given_statuses``, ``given_errors``,
+    ``given_workdirs`` (NULL keeps the workdir), ``given_details``, and the owner
+    ``own_worker``); each row is released only if the
+    worker still owns it, and each released row gets its ``finished`` event."""
+    given = sa.func.unnest(*[sa.bindparam(bind, type_=postgresql.ARRAY(kind))
+                             for bind, _, kind in _FINISH_ARRAYS]) \
+        .table_valued(*[sa.column(name, kind) for _, name, kind in _FINISH_ARRAYS]) \
+        .render_derived("given")
+    owner = sa.bindparam("own_worker")
+    released = (
+        sa.update(jobs)
+        .where(_owns(owner, given.c.id, given.c.attempt))
+        .values(status=given.c.status, error=given.c.error,
+                workdir=sa.func.coalesce(given.c.workdir, jobs.c.workdir),
+                updated_at=db_now(), heartbeat_at=db_now(), finished_at=db_now())
+        .returning(jobs.c.id, given.c.detail).cte("released"))
+    return sa.insert(events).from_select(
+        ["job_id", "kind", "worker_id", "detail"],
+        sa.select(released.c.id, sa.literal("finished"), owner, released.c.detail),
+    ).returning(events.c.job_id)
+
+
+def finish_owned_many(conn: Connection, worker_id: str,
+                      done: Sequence[tuple[Completion, str]]) -> list[int]:
+    """End many jobs ``worker_id`` owns with their final status (and final state when one is
+    given), each with a ``finished`` event of the paired detail; one statement on
+    PostgreSQL. Returns the ids written (a job no longer owned is left untouched)."""
+    if not done:
+        return []
+    if conn.dialect.name == SQLITE:
+        written = [c.token.job_id for c, detail in done
+                   if release_owned(conn, c.token, c.status, priority=None, error=c.error,
+                                    workdir=c.workdir, event=("finished", detail))]
+    else:
+        rows = [(c.token.job_id, c.token.attempt, int(c.status), c.error, c.workdir, detail)
+                for c, detail in sorted(done, key=lambda d: d[0].token.job_id)]  # lock order
+        params = {bind: list(column) for (bind, _, _), column in zip(_FINISH_ARRAYS, zip(*rows))}
+        written = list(conn.execute(_finish_many_postgresql(),
+                                    dict(params, own_worker=worker_id)).scalars())
+    mine = set(written)
+    with_state = [(c.token.job_id, c.state) for c, _ in done
+                  if c.state is not None and c.token.job_id in mine]
+    if with_state:
+        conn.execute(sa.delete(state).where(state.c.job_id.in_([i for i, _ in with_state])))
+        insert_state(conn, [(i, prepare_state(conn.dialect.name, flat))
+                            for i, flat in with_state])
+    return written
+
+
 def unbook_owned(conn: Connection, token: Token, reason: str) -> bool:
     """Undo the owner's booking as if it had not happened: START again at the same priority,
     the attempt it counted taken back, and an ``unbooked`` event saying why. For a job that
@@ -467,32 +545,6 @@ def heartbeat(conn: Connection, worker_id: str, tokens: Sequence[Token]) -> dict
             .values(heartbeat_at=db_now())
             .returning(jobs.c.id, jobs.c.prune_requested))
     return {job_id: bool(prune) for job_id, prune in conn.execute(stmt)}
-
-
-def request_prune(conn: Connection, ids: Sequence[int], reason: str) -> list[int]:
-    """A search's pruner ends these jobs early: a RUNNING one is flagged (its worker learns
-    it at its next heartbeat and tells the experiment), a START one ends PRUNED at once.
-    Others (already ended, or flagged) are left alone. Returns the ids changed."""
-    wanted = sorted(set(ids))
-    changed: list[int] = []
-    for start in range(0, len(wanted), 1000):
-        chunk = wanted[start:start + 1000]
-        flagged = list(conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.id.in_(chunk), jobs.c.status == Status.RUNNING,
-                   jobs.c.prune_requested.is_(sa.false()))
-            .values(prune_requested=True, updated_at=db_now())
-            .returning(jobs.c.id)).scalars())
-        ended = list(conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.id.in_(chunk), jobs.c.status == Status.START)
-            .values(status=Status.PRUNED, finished_at=db_now(), updated_at=db_now(),
-                    not_before=sa.null())
-            .returning(jobs.c.id)).scalars())
-        add_events(conn, "prune", sorted(flagged), detail=f"{reason}; its worker stops it")
-        add_events(conn, "prune", sorted(ended), detail=f"{reason}; now PRUNED (not started)")
-        changed += flagged + ended
-    return sorted(changed)
 
 
 def requeue_stale(conn: Connection, *, lease_seconds: float,

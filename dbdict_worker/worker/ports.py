@@ -12,7 +12,7 @@ from dbdict_worker.job.forkserver import ForkServer
 from dbdict_worker.job.jobrun import RunResult
 from dbdict_worker.job.process import JobSpec
 from dbdict_worker.job.sync import Syncer
-from dbdict_worker.store import Booking, Rescued, Token
+from dbdict_worker.store import Booking, Completion, Rescued, Token
 
 
 @runtime_checkable
@@ -47,8 +47,9 @@ class QueueStore(Protocol):
     def save_state(self, token: Token, flat: Mapping[str, Any]) -> None:
         """Raises LostOwnership when the token no longer owns the job (so do the next two)."""
 
-    def finish(self, token: Token, status: Status, *, state: Mapping[str, Any] | None = None,
-               error: str | None = None, workdir: str | None = None) -> None: ...
+    def finish_many(self, done: Sequence[Completion]) -> list[int]:
+        """End several owned jobs in one commit; returns the ids written (the others were
+        no longer owned)."""
 
     def requeue_job(self, token: Token, *, priority: float = RESTART_PRIORITY,
                     state: Mapping[str, Any] | None = None, reason: str = "incomplete",

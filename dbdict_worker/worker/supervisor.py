@@ -59,6 +59,9 @@ log = logging.getLogger("dbdict_worker.worker")
 
 #: The shortest wait before booking again for a job that is about due (seconds).
 MIN_DUE_WAIT = 0.05
+#: Poll intervals (seconds) above which an empty booking also asks when the first delayed
+#: job is due, to book it then rather than at the next poll.
+NEXT_DUE_AFTER = 5.0
 
 
 @dataclasses.dataclass
@@ -328,9 +331,14 @@ class Supervisor:
             else:
                 self._start(booking, self.leases.until(sent))
         due: float | None = None
-        if len(bookings) < n:
-            # A job waiting out a restart delay becomes ready without a notice: look again
-            # when the first one is due. A failed call (None) decides nothing.
+        # A job waiting out a restart delay becomes ready without a notice: look again when
+        # the first one is due. Not worth a second statement per poll when the next poll is
+        # near anyway (polling without LISTEN: a large fleet's idle polls are its main load),
+        # unless --until-empty must know whether delayed jobs remain.
+        ask_due = self.poll_interval > NEXT_DUE_AFTER or (
+            self.cfg.until_empty and not bookings and not self.slots)
+        if len(bookings) < n and ask_due:
+            # A failed call (None) decides nothing.
             answer = self.outage.call(lambda: (self.store.next_due(tables=self.cfg.tables),))
             if answer is None:
                 return

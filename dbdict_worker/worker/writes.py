@@ -24,7 +24,9 @@ from dbdict_worker.backoff import doubling
 from dbdict_worker.constants import RESTART_PRIORITY, Status
 from dbdict_worker.errors import DatabaseUnavailable, LostOwnership
 from dbdict_worker.job.jobrun import RunResult
-from dbdict_worker.store import Booking, Token
+from dbdict_worker import state as statemod
+from dbdict_worker.store import Booking, Completion, Token
+from dbdict_worker.storequeue import user_state
 from dbdict_worker.worker.events import (Milestone, OutageEnded, OutageStarted, TakenAway,
                                          Written)
 from dbdict_worker.worker.ports import QueueStore, RunsJob
@@ -154,6 +156,7 @@ class Writes:
         self.on_event = on_event
         self.saves: dict[int, PendingSave] = {}
         self.finals: dict[int, Final] = {}
+        self._saved: set[int] = set()  # jobs with a save written during this attempt
 
     @property
     def pending(self) -> bool:
@@ -182,7 +185,15 @@ class Writes:
             self.on_event(TakenAway(job_id))
 
     def flush(self) -> None:
-        """Write what is waiting, final statuses first; stop at the first that cannot be."""
+        """Write what is waiting, final statuses first (the ends of all jobs that ended
+        since the last flush in one commit, then the requeues); stop at the first write
+        that cannot be made."""
+        ends = [f for f in self.finals.values() if f.result.outcome.status != Status.START]
+        if ends:
+            if self.outage.call(lambda: self._write_ends(ends)) is None:
+                return
+            for final in ends:
+                del self.finals[final.booking.job.id]
         for job_id in list(self.finals):
             if self.outage.call(lambda f=self.finals[job_id]: self._write_final(f)) is None:
                 return
@@ -208,6 +219,8 @@ class Writes:
         return len(self.finals)
 
     def _write_save(self, pending: PendingSave) -> bool:
+        # Counted before the call: a save whose commit went unanswered may have been made.
+        self._saved.add(pending.booking.job.id)
         try:
             self.store.save_state(pending.booking.token, pending.state)
         except LostOwnership:
@@ -217,31 +230,56 @@ class Writes:
             self.on_event(TakenAway(job_id))
         return True
 
+    def _write_ends(self, ends: list[Final]) -> bool:
+        """The final statuses of jobs that ended (not requeued), in one commit."""
+        written = set(self.store.finish_many([
+            Completion(f.booking.token, f.result.outcome.status, self._changed_state(f),
+                       f.result.outcome.error, f.record_workdir) for f in ends]))
+        for final in ends:
+            job_id, outcome = final.booking.job.id, final.result.outcome
+            self._saved.discard(job_id)
+            if job_id not in written:
+                self._taken_away(job_id, outcome.status)
+                continue
+            log.info("job %d %s after %.1fs%s", job_id, outcome.status.name, final.seconds,
+                     f": {outcome.error}" if outcome.error else "")
+            self.on_event(Written(job_id, outcome.status))
+        return True
+
+    def _changed_state(self, final: Final) -> dict[str, Any] | None:
+        """The job's final state, or None when the database holds it already: nothing was
+        saved during the run and it is the state the job was booked with (rewriting a
+        state is most of the cost of a short job's final write)."""
+        flat = final.result.outcome.state
+        job_id = final.booking.job.id
+        if flat is None or job_id in self._saved:
+            return flat
+        return None if statemod.same_state(user_state(flat), final.booking.state) else flat
+
     def _write_final(self, final: Final) -> bool:
+        """A requeue (INCOMPLETE, stopped, retried): back to START."""
         job = final.booking.job
         outcome = final.result.outcome
-        token = final.booking.token
+        restart = final.restart
+        reason = restart.reason or outcome.error
+        self._saved.discard(job.id)
         try:
-            if outcome.status == Status.START:
-                restart = final.restart
-                reason = restart.reason or outcome.error
-                self.store.requeue_job(token, priority=RESTART_PRIORITY, state=outcome.state,
-                                       reason=reason or "incomplete",
-                                       workdir=final.record_workdir, delay=restart.delay,
-                                       restarts=restart.restarts, retried=restart.retried,
-                                       event=restart.event)
-                log.info("job %d requeued at priority %g after %.1fs (%s)%s", job.id,
-                         RESTART_PRIORITY, final.seconds, reason or "INCOMPLETE",
-                         f", bookable in {restart.delay:.3g}s" if restart.delay > 0 else "")
-            else:
-                self.store.finish(token, outcome.status, state=outcome.state,
-                                  error=outcome.error, workdir=final.record_workdir)
-                log.info("job %d %s after %.1fs%s", job.id, outcome.status.name,
-                         final.seconds, f": {outcome.error}" if outcome.error else "")
+            self.store.requeue_job(final.booking.token, priority=RESTART_PRIORITY,
+                                   state=outcome.state, reason=reason or "incomplete",
+                                   workdir=final.record_workdir, delay=restart.delay,
+                                   restarts=restart.restarts, retried=restart.retried,
+                                   event=restart.event)
         except LostOwnership:
-            log.warning("job %d was taken away before its %s was written: dropped", job.id,
-                        outcome.status.name)
-            self.on_event(TakenAway(job.id))
+            self._taken_away(job.id, outcome.status)
             return True
+        log.info("job %d requeued at priority %g after %.1fs (%s)%s", job.id,
+                 RESTART_PRIORITY, final.seconds, reason or "INCOMPLETE",
+                 f", bookable in {restart.delay:.3g}s" if restart.delay > 0 else "")
         self.on_event(Written(job.id, outcome.status))
         return True
+
+    def _taken_away(self, job_id: int, status: Status) -> None:
+        self._saved.discard(job_id)
+        log.warning("job %d was taken away before its %s was written: dropped", job_id,
+                    status.name)
+        self.on_event(TakenAway(job_id))

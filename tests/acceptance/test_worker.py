@@ -92,7 +92,9 @@ def test_sigterm_requeues_with_saved_step_and_another_worker_resumes(
 def test_kill9_worker_job_is_rescued_and_rerun(pg_store, pg_url, tmp_path, workers):
     exproot = tmp_path / "exproot"
     exproot.mkdir()  # a worker never creates a missing root: it may be an unmounted disk
-    (job_id,) = pg_store.enqueue(LOOP, [{"total": 150, "sleep": 0.02}]).created
+    # Long enough (8 s) that the job is still running when the second worker is up and
+    # the first is killed, even on a loaded machine.
+    (job_id,) = pg_store.enqueue(LOOP, [{"total": 400, "sleep": 0.02}]).created
     fast = ("--heartbeat", "0.3", "--lease", "2", "--exproot", str(exproot),
             "--poll-interval", "0.2")
     a = workers(pg_url, "a", *fast)
@@ -108,7 +110,7 @@ def test_kill9_worker_job_is_rescued_and_rerun(pg_store, pg_url, tmp_path, worke
     assert time.monotonic() - killed_at < 2 + 0.3 + 2 + 3  # lease + heartbeat + gate + slack
     wait_for(lambda: pg_store.job(job_id)[0].status == Status.DONE, 60, "DONE")
     job, state = pg_store.job(job_id)
-    assert state["result"] == total(150) and job.losses == 1
+    assert state["result"] == total(400) and job.losses == 1
     kinds = [e.kind for e in pg_store.events(job_id)]
     assert kinds == ["booked", "lost", "booked", "finished"]
     # The dead owner's child, orphaned, wrote nothing: it has no database connection, its
@@ -122,7 +124,9 @@ def test_drain_all_finishes_current_jobs_and_books_nothing_new(
         pg_store, pg_url, tmp_path, workers):
     from tests.acceptance.conftest import Cli
 
-    ids = pg_store.enqueue(LOOP, [{"total": 60, "sleep": 0.02, "i": i}
+    # Jobs of several seconds: the drain command (a new interpreter) must reach the workers
+    # before their first jobs end, even on a loaded machine.
+    ids = pg_store.enqueue(LOOP, [{"total": 120, "sleep": 0.05, "i": i}
                                   for i in range(6)]).created
     a = workers(pg_url, "a")
     b = workers(pg_url, "b")

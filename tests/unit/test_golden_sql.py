@@ -42,7 +42,10 @@ CASES: dict[str, tuple[str, list[tuple[str, Callable[[str], tuple]]]]] = {
         [("Finish: a final status (DONE, ERR_RUN...), with the job's workdir:",
           lambda d: queue.release_statements(d, False, True)),
          ("Requeue: back to START at a priority, with the job's workdir:",
-          lambda d: queue.release_statements(d, True, True))]),
+          lambda d: queue.release_statements(d, True, True)),
+         ("Finish many (queue.finish_owned_many: one statement for a batch on PostgreSQL,\n"
+          "-- the release above once per job on SQLite):",
+          queue.finish_many_statements)]),
 }
 
 

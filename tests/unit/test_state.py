@@ -492,3 +492,15 @@ def test_canonical_json_encoding():
     value = {"b": [1, (2.5, "é")], "a": float("nan"), "c": float("-inf"), "d": None}
     assert canonical_json(value) == '{"a":NaN,"b":[1,[2.5,"é"]],"c":-Infinity,"d":null}'
     assert canonical_json(1.0) == "1.0" and canonical_json(True) == "true"
+
+
+def test_same_state_tells_apart_what_would_be_stored_differently():
+    from dbdict_worker.state import same_state
+
+    base = {"a": 1, "b": 0.5, "c": "x", "d": [1, (2.0, None)], "e": float("nan"), "f": True}
+    assert same_state(base, dict(base))
+    for key, other in (("a", 1.0), ("a", True), ("b", 0.50001), ("c", "y"), ("d", [1, (2, None)]),
+                       ("f", 1)):
+        assert not same_state(base, {**base, key: other}), (key, other)
+    assert not same_state(base, {**base, "g": 1})
+    assert not same_state(base, {k: v for k, v in base.items() if k != "a"})

@@ -408,7 +408,14 @@ def run_chaos(cfg: ChaosConfig, say: Callable[[str], None] | None = None) -> Cha
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tests.soak.chaos``; exit 0 when every check passed, 1 if one failed,
-    2 if no private PostgreSQL can be started, 130 when interrupted."""
+    2 if no private PostgreSQL can be started, 130 when interrupted.
+    ``python -m tests.soak.chaos fleet [options]`` runs the fleet simulation instead
+    (:mod:`tests.soak.fleet`: many light simulated workers on one PostgreSQL)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["fleet"]:
+        from tests.soak import fleet
+
+        return fleet.main(args[1:], prog="python -m tests.soak.chaos fleet")
     p = argparse.ArgumentParser(
         prog="python -m tests.soak.chaos",
         description="Chaos soak: N loop jobs through W real workers on a private PostgreSQL, "

@@ -12,7 +12,7 @@ heartbeat interval (10 s, phases jittered by staggered starts) ``worker_beat`` w
 tokens it holds, then the rescue sweep ``requeue_stale(lease, by_worker=...)``; ``book`` with
 n = its free slots every poll interval (1 s) while idle, and at once when a job ends, before
 ``finish`` (the supervisor books before it writes); ``next_due`` after a booking that got
-less than asked for; ``save_state`` once in the middle of each job; ``finish(DONE)``; at the
+less than asked for, when the poll interval is over 5 s; ``save_state`` once in the middle of each job; ``finish(DONE)``; at the
 end ``set_worker_state(stopped)``. A job "runs" by its worker waiting its duration (uniform
 in ``--job-seconds``): no child process, so the client side stays light.
 
@@ -64,6 +64,7 @@ from dbdict_worker.db import connect
 from dbdict_worker.db import workers as workerq
 from dbdict_worker.errors import DbdictError, LostOwnership
 from dbdict_worker.store import Store
+from dbdict_worker.worker.supervisor import NEXT_DUE_AFTER
 from tests.support.pgcluster import PgServer, free_port, run_user, server_unavailable
 
 TABLE = "fleet"
@@ -255,8 +256,10 @@ class SimWorker:
             self.stats.failed_ms.append(ms)
         else:
             self.stats.empty_ms.append(ms)
-            # Fewer than asked: the supervisor looks for jobs waiting out a restart delay.
-            self._call("next_due", lambda: self.store.next_due(tables=[TABLE]))
+            # Fewer than asked: the supervisor looks for jobs waiting out a restart delay,
+            # only when its next poll is far (LISTEN); a poll-only worker's next poll is near.
+            if self.cfg.poll_interval > NEXT_DUE_AFTER:
+                self._call("next_due", lambda: self.store.next_due(tables=[TABLE]))
 
     def _finish(self, booking: Any) -> None:
         t0 = time.perf_counter()

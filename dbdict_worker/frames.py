@@ -16,10 +16,9 @@ pandas is an optional extra, imported on first use.
 """
 from __future__ import annotations
 
-import io
 import os
 import uuid
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import IO, TYPE_CHECKING, Any, Sequence
 
 from dbdict_worker.db import frames as dbframes
 from dbdict_worker.db.frames import BOOL, FLOAT, INT, TEXT, TIME, FrameColumn
@@ -67,30 +66,57 @@ def dataframe(store: Store, *, tables: str | Sequence[str] | None = None,
     module's docstring for the columns and their dtypes. Read in one statement."""
     pd = need_pandas()
 
-    def run(conn: Any) -> tuple[list[FrameColumn], Any]:
+    def run(conn: Any) -> pandas.DataFrame:
         sel = store.selection(conn, tables=tables, where=where, statuses=statuses, ids=ids)
         stmt, cols = dbframes.frame_select(conn, sel)
         if store.target.is_sqlite:
-            return cols, dbframes.fetch_rows(conn, stmt)
-        buf = io.BytesIO()
-        dbframes.copy_csv(conn, stmt, cols, buf)
-        return cols, buf
+            return _from_rows(pd, cols, dbframes.fetch_rows(conn, stmt))
+        return _copied(pd, cols, lambda out: dbframes.copy_csv(conn, stmt, cols, out))
 
-    cols, got = store.transaction(run)
-    if isinstance(got, io.BytesIO):
-        return _from_csv(pd, cols, got)
-    return _from_rows(pd, cols, got)
+    return store.transaction(run)
 
 
-def _from_csv(pd: Any, cols: list[FrameColumn], buf: io.BytesIO) -> pandas.DataFrame:
-    """The frame from :func:`dbdict_worker.db.frames.copy_csv`'s CSV, parsed by pandas' C
-    reader with each column's dtype given (nothing inferred)."""
-    if not buf.getbuffer().nbytes:
+def _copied(pd: Any, cols: list[FrameColumn], copy: Any) -> pandas.DataFrame:
+    """The frame parsed (:func:`_from_csv`) while ``copy(out)`` writes the CSV into
+    ``out``: through a pipe to a reading thread, so that the CSV text (larger than the
+    frame) is never held whole in memory."""
+    import threading
+
+    rfd, wfd = os.pipe()
+    got: dict[str, Any] = {}
+
+    def read() -> None:
+        with open(rfd, "rb", buffering=1 << 20) as src:
+            try:
+                got["df"] = _from_csv(pd, cols, src)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the writer below
+                got["error"] = exc
+            # Closing the read end makes a writer still writing fail (BrokenPipeError)
+            # instead of waiting forever on a full pipe.
+
+    reader = threading.Thread(target=read, name="dbdict-frame-reader", daemon=True)
+    reader.start()
+    try:
+        with open(wfd, "wb", buffering=1 << 20) as sink:
+            copy(sink)
+    except BrokenPipeError:
+        reader.join()
+        raise got.get("error") or BrokenPipeError("the frame's reader stopped") from None
+    finally:
+        reader.join()
+    if "error" in got:
+        raise got["error"]
+    return got["df"]
+
+
+def _from_csv(pd: Any, cols: list[FrameColumn], src: IO[bytes]) -> pandas.DataFrame:
+    """The frame from :func:`dbdict_worker.db.frames.copy_csv`'s CSV read from ``src``,
+    parsed by pandas' C reader with each column's dtype given (nothing inferred)."""
+    if not src.peek(1):  # no rows: read_csv would refuse an empty text
         return _from_rows(pd, cols, [])
-    buf.seek(0)
     names = [c.name for c in cols]
     df = pd.read_csv(
-        buf, header=None, names=names, encoding="utf-8",
+        src, header=None, names=names, encoding="utf-8",
         dtype={c.name: _dtype(pd, c) for c in cols},
         # NULL is an empty field; text is marked, so no string is ever taken for NULL;
         # PostgreSQL spells a float NaN as NaN (nan either way), inf as Infinity.

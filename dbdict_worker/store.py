@@ -26,6 +26,7 @@ from dbdict_worker.constants import (
 )
 from dbdict_worker import export as exportmod
 from dbdict_worker.db import connect, logs, maintenance, migrate, queries, queue, views
+from dbdict_worker.db import enqueue as enqueueq
 from dbdict_worker.storemetrics import MetricCalls
 from dbdict_worker.storequeue import QueueCalls
 from dbdict_worker.db import workers as workerq
@@ -232,7 +233,7 @@ class Store(QueueCalls, MetricCalls):
         equal to an existing one (same table, experiment, parameters and repeat index) is
         skipped unless ``force``. ``max_restarts``: how many INCOMPLETE returns in a row
         without new progress a job may make before it ends ERR_RUN. ``policy``: retries and
-        limits, as columns of :data:`~dbdict_worker.db.queue.POLICY_COLUMNS`. ``submission``:
+        limits, as columns of :data:`~dbdict_worker.db.enqueueq.POLICY_COLUMNS`. ``submission``:
         this enqueue's provenance, as columns of ``submissions`` (recorded once, every job
         made points to it).
         ``progress(n)`` is called after each batch with the number of jobs handled so far.
@@ -259,12 +260,12 @@ class Store(QueueCalls, MetricCalls):
                 flat = statemod.flatten(st)
                 statemod.check_user_keys(flat)
                 h = statemod.param_hash(flat, checked=True)
-                payload = queue.prepare_state(dialect, flat)
+                payload = enqueueq.prepare_state(dialect, flat)
                 items.extend((h, r, payload) for r in range(repeat))
             return items
 
         def store(conn: Connection, table_id: int, items: list) -> tuple[list[int], int]:
-            return queue.insert_jobs(conn, table_id=table_id, experiment=experiment,
+            return enqueueq.insert_jobs(conn, table_id=table_id, experiment=experiment,
                                      items=items, priority=float(priority),
                                      max_attempts=max_attempts, max_restarts=max_restarts,
                                      policy=job_policy, force=force)
@@ -272,9 +273,9 @@ class Store(QueueCalls, MetricCalls):
         job_policy = retrying.check_policy(policy)  # the CLI's checks, for Python callers too
 
         def run(conn: Connection) -> EnqueueResult:
-            table_id = queue.ensure_table(conn, table)
+            table_id = enqueueq.ensure_table(conn, table)
             if submission is not None:
-                job_policy["submission_id"] = queue.insert_submission(conn, submission)
+                job_policy["submission_id"] = enqueueq.insert_submission(conn, submission)
             created: list[int] = []
             skipped = 0
             # The next batch is checked and encoded here while a helper thread stores the
@@ -393,16 +394,21 @@ class Store(QueueCalls, MetricCalls):
             rows = queries.iter_jobs_with_state(conn, sel)
             if fmt == "json":
                 return exportmod.write_json(out, rows, nan=json_nan)
+            if fmt == "csv" and not self.target.is_sqlite:
+                # The server pivots and formats (COPY), ~10x faster than Python for big
+                # exports; tests check it writes what write_csv writes. The keys of every
+                # job come from the state index (key_names), not a read of all the state.
+                names = self.retry(lambda: queries.key_names(conn, sel))
+                if names is None:
+                    names = sorted(self.retry(lambda: queries.key_types(conn, sel)))
+                counter = exportmod.LineCounter(out)
+                views.copy_out(conn, views.csv_select(conn, sel, names), counter)
+                counter.flush()
+                conn.rollback()
+                return counter.rows
             keys = self.retry(lambda: queries.key_types(conn, sel))
             if fmt == "table":
                 return exportmod.write_table(out, keys, rows)
-            if fmt == "csv" and not self.target.is_sqlite:
-                # The server pivots and formats (COPY), ~10x faster than Python for big
-                # exports; tests check it writes what write_csv writes.
-                counter = exportmod.LineCounter(out)
-                views.copy_out(conn, views.csv_select(conn, sel, sorted(keys)), counter)
-                conn.rollback()
-                return counter.rows
             return exportmod.write_csv(out, keys, rows)
 
     def dataframe(self, table: Sequence[str] | str | None = None, where: Any = None,

@@ -46,20 +46,50 @@ class QueueCalls:
         names = self._tables_arg(tables)
 
         def run(conn: Connection) -> list[Booking]:
-            # Table ids never change: look them up once per store, not once per booking (but
-            # again while some do not exist yet, until they all do).
-            key = tuple(names) if names is not None else None
-            ids = self._booking_tables.get(key, ())
-            if key not in self._booking_tables:
-                ids = self._existing_table_ids(conn, names) if missing_ok \
-                    else self._table_ids(conn, names)
-                if ids is None or names is None or len(ids) == len(names):
-                    self._booking_tables[key] = ids
+            ids = self._booking_table_ids(conn, names, missing_ok)
             if ids == ():
                 return []
             booked = queue.book(conn, worker_id=worker_id, host=host, table_ids=ids, n=n,
                                 run_info=run_info)
-            return [Booking(j, Token(j.id, worker_id, j.attempts), st) for j, st in booked]
+            return _bookings(worker_id, booked)
+        return self._statement(run)
+
+    def _booking_table_ids(self, conn: Connection, names: list[str] | None,
+                           missing_ok: bool) -> tuple[int, ...] | None:
+        # Table ids never change: look them up once per store, not once per booking (but
+        # again while some do not exist yet, until they all do).
+        key = tuple(names) if names is not None else None
+        ids = self._booking_tables.get(key, ())
+        if key not in self._booking_tables:
+            ids = self._existing_table_ids(conn, names) if missing_ok \
+                else self._table_ids(conn, names)
+            if ids is None or names is None or len(ids) == len(names):
+                self._booking_tables[key] = ids
+        return ids
+
+    def finish_and_book(self, done: Sequence[Completion], host: str, *,
+                        tables: Sequence[str] | None = None, n: int = 1,
+                        missing_ok: bool = False,
+                        run_info: str | None = None) -> tuple[list[int], list[Booking]]:
+        """:meth:`finish_many` then :meth:`book` (for the same worker) in one statement and
+        one commit on PostgreSQL, for the ends of jobs that carry no new state: a consumer
+        whose claimed jobs have all ended makes one round trip for their ends and its next
+        claim. Returns the ids written and the new bookings."""
+        if not done:
+            raise ValueError("finish_and_book() takes at least one completion (else book())")
+        items, worker = self._completions(done)
+        if any(c.state is not None for c, _ in items):
+            raise ValueError("finish_and_book() takes completions without a state")
+        names = self._tables_arg(tables)
+
+        def run(conn: Connection) -> tuple[list[int], list[Booking]]:
+            ids = self._booking_table_ids(conn, names, missing_ok)
+            if ids == ():
+                return queue.finish_owned_many(conn, worker, items), []
+            written, booked = queue.finish_and_book(
+                conn, worker_id=worker, host=host, table_ids=ids, n=n, run_info=run_info,
+                done=items)
+            return written, _bookings(worker, booked)
         return self._statement(run)
 
     def _owned_write(self, token: Token, what: str,
@@ -99,6 +129,18 @@ class QueueCalls:
         commit, its jobs stay RUNNING and come back by lease, like a job it was running."""
         if not done:
             return []
+        items, worker = self._completions(done)
+
+        def run(conn: Connection) -> list[int]:
+            return queue.finish_owned_many(conn, worker, items)
+        # With states it is a DELETE and a COPY more: then one transaction.
+        if any(c.state is not None for c, _ in items):
+            return self.transaction(run)
+        return self._statement(run)
+
+    @staticmethod
+    def _completions(done: Sequence[Completion]) -> tuple[list[tuple[Completion, str]], str]:
+        """Checked completions, each with its event's detail, and their one worker."""
         workers = {c.token.worker_id for c in done}
         if len(workers) != 1:
             raise ValueError("finish_many() takes the jobs of one worker")
@@ -112,13 +154,7 @@ class QueueCalls:
                 c = dataclasses.replace(c, state=user_state(c.state))
             items.append((c, _release_detail(c.status, None, c.error, 0.0)))
         (worker,) = workers
-
-        def run(conn: Connection) -> list[int]:
-            return queue.finish_owned_many(conn, worker, items)
-        # With states it is a DELETE and a COPY more: then one transaction.
-        if any(c.state is not None for c, _ in items):
-            return self.transaction(run)
-        return self._statement(run)
+        return items, worker
 
     def requeue_job(self, token: Token, *, priority: float = RESTART_PRIORITY,
                     state: Mapping[str, Any] | None = None, reason: str = "incomplete",
@@ -170,6 +206,10 @@ class QueueCalls:
     def heartbeat(self, worker_id: str, tokens: Sequence[Token]) -> set[int]:
         """Refresh the jobs' heartbeats; returns the ids still owned."""
         return set(self._statement(lambda c: queue.heartbeat(c, worker_id, tokens)))
+
+
+def _bookings(worker_id: str, booked: Sequence[tuple[Any, dict[str, Any]]]) -> list[Booking]:
+    return [Booking(j, Token(j.id, worker_id, j.attempts), st) for j, st in booked]
 
 
 def _release_detail(status: Status, reason: str | None, error: str | None,

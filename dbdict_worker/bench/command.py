@@ -26,6 +26,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue
 import signal
 import statistics
 import subprocess
@@ -40,18 +41,10 @@ from dbdict_worker.errors import DbdictError
 # Light (psycopg2 only): the spawned bare workers import this module before they start.
 from dbdict_worker.db import baselines
 from dbdict_worker.bench import frames as benchframes
-from dbdict_worker.bench import logcost
-
-
-def sample_states(n: int, keys: int = 10) -> list[dict[str, Any]]:
-    """``n`` distinct states with ints, floats and strings."""
-    def value(i: int, k: int) -> Any:
-        if k % 3 == 0:
-            return i * keys + k
-        if k % 3 == 1:
-            return i / (k + 1)
-        return f"s{i}-{k}"
-    return [{f"p{k}": value(i, k) for k in range(keys)} for i in range(n)]
+from dbdict_worker.bench import logcost, peers
+from dbdict_worker.bench import reads as benchreads
+from dbdict_worker.bench.samples import sample_states
+from dbdict_worker.bench.table import CLAIM, format_table
 
 
 def _bench_table() -> str:
@@ -139,6 +132,53 @@ def _store_worker(url: str, table: str, worker: str, start, out) -> None:
     store.close()
 
 
+def _core_consumer(url: str, table: str, worker: str, claim: int, start, out) -> None:
+    """A consumer of the queue core: book up to ``claim`` jobs (a worker's free slots), run
+    none, then write their ends and book the next claim in one statement and one commit
+    (Store.finish_and_book), until the table is empty."""
+    from dbdict_worker.db.models import Completion
+    from dbdict_worker.store import Store
+
+    store = Store.open(url)
+    start.wait(60)
+    n = 0
+    t = time.perf_counter()
+    got = store.book(worker, "bench", tables=[table], n=claim)
+    while got:
+        written, after = store.finish_and_book(
+            [Completion(b.token, Status.DONE) for b in got], "bench", tables=[table], n=claim)
+        if len(written) != len(got):
+            raise RuntimeError(f"{worker}: {len(got) - len(written)} jobs lost ownership")
+        n += len(got)
+        got = after
+    out.put((n, time.perf_counter() - t))
+    store.close()
+
+
+def measure_queue_core(url: str, n: int, consumers: int, claim: int) -> float:
+    """Jobs/s of ``consumers`` processes booking ``claim`` jobs at a time (fencing token,
+    history events and typed state with each booking, durable commits) and writing their
+    ends with the next claim in one statement and commit, through the Store; the protocol of the peers' figure
+    (:mod:`.peers`): ``n`` jobs enqueued first, consumers started together, the rate over
+    the slowest."""
+    from dbdict_worker.db import maintenance
+    from dbdict_worker.store import Store
+
+    table = _bench_table()
+    with Store.open(url) as store:
+        store.enqueue("bench.noop", [{"i": i} for i in range(n)], table=table)
+        with store.engine.begin() as conn:
+            maintenance.analyze(conn, ["jobs"])
+        full = store.target.url.render_as_string(hide_password=False)
+        rate = _run_processes(_core_consumer,
+                              lambda k: (full, table, f"bench-c{k}", claim), consumers)
+        done = store.counts(tables=[table])
+        if done != {(table, Status.DONE): n}:
+            raise RuntimeError(f"the queue core left {table} as {done}")
+        _remove_tables(store, table)
+    return rate
+
+
 def capture_queue_sql(store, table: str) -> dict[str, tuple[str, dict[str, Any]]]:
     """The SQL text and parameters that ``store.book`` and ``store.finish`` send to
     psycopg2, captured from one probe job in ``table`` (which must hold no other job)."""
@@ -175,8 +215,11 @@ def _bare_worker(url: str, table_id: int, worker: str, sql: dict, start, out) ->
         if not rows:
             break
         row = rows[0]
+        # The Store's finish takes its jobs as arrays (a batch of one here), the minimal
+        # queue's one job: each statement reads the names it has.
         if not bare.run(finish_sql, dict(finish_params, own_id=row["id"], own_worker=worker,
-                                         own_attempt=row["attempts"])):
+                                         own_attempt=row["attempts"], given_ids=[row["id"]],
+                                         given_attempts=[row["attempts"]])):
             raise RuntimeError(f"bare finish of job {row['id']} changed nothing")
         bare.commit()
         n += 1
@@ -193,7 +236,17 @@ def _run_processes(target: Callable, args_for: Callable[[int], tuple], procs: in
         p.start()
     time.sleep(0.5)  # let them connect before the clock starts (a fixed wait, not a check)
     start.set()
-    results = [out.get(timeout=600) for _ in ps]
+    results = []
+    deadline = time.monotonic() + 600
+    while len(results) < len(ps):
+        try:
+            results.append(out.get(timeout=1))
+        except queue.Empty:
+            failed = [p.exitcode for p in ps if p.exitcode not in (None, 0)]
+            if failed or time.monotonic() > deadline:
+                for p in ps:
+                    p.terminate()
+                raise RuntimeError(f"a bench process failed (exit codes {failed}) or hung")
     for p in ps:
         p.join(60)
     done = sum(n for n, _ in results)
@@ -369,7 +422,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--db", default=os.environ.get("DBDICT_DB") or None,
                         help="PostgreSQL URL (env DBDICT_DB; the schema must exist)")
     parser.add_argument("--quick", action="store_true", help="small sizes (for CI)")
-    parser.add_argument("--procs", default="4", help="comma-separated process counts")
+    parser.add_argument("--procs", default="4",
+                        help="comma-separated process counts of the book 1 + finish 1 figure")
+    parser.add_argument("--consumers", default=None,
+                        help="comma-separated consumer counts of the queue core figure "
+                             "(default 1,2,4; --quick: 2)")
+    parser.add_argument("--scale", type=int, default=0, metavar="N",
+                        help="also enqueue N jobs x 10 params (e.g. 1000000) and time the "
+                             "reads over them (minutes)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure (median)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", choices=["dataframe"],
@@ -379,6 +439,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                         help="also measure booking with N finished jobs in the table "
                              "(e.g. 1000000)")
     args = parser.parse_args(argv)
+    if args.consumers is None:
+        args.consumers = "2" if args.quick else "1,2,4"
     if not args.db:
         parser.error("give the database: --db URL or DBDICT_DB")
     try:
@@ -388,10 +450,54 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return exc.exit_code
 
 
+def measure_queue_core_vs_peer(url: str, n: int, consumers: int) -> dict[str, float]:
+    """The queue core (:func:`measure_queue_core`) claiming :data:`CLAIM` and 1 jobs at a
+    time, each next to pgqueuer with its defaults and with a batch of 1, interleaved, when
+    pgqueuer is installed (the ``bench`` extra); ratio: ours over pgqueuer's default."""
+    key = f"{consumers}c"
+    out = {f"queue_core_{key}_jobs_per_s": measure_queue_core(url, n, consumers, CLAIM)}
+    if peers.pgqueuer_version():
+        out[f"pgqueuer_{key}_jobs_per_s"] = peers.measure_pgqueuer_queue(url, n, consumers)
+    out[f"queue_core_claim1_{key}_jobs_per_s"] = measure_queue_core(url, n, consumers, 1)
+    if peers.pgqueuer_version():
+        out[f"pgqueuer_batch1_{key}_jobs_per_s"] = peers.measure_pgqueuer_queue(
+            url, n, consumers, batch_size=1)
+        out[f"queue_core_{key}_ratio"] = (out[f"queue_core_{key}_jobs_per_s"]
+                                          / out[f"pgqueuer_{key}_jobs_per_s"])
+    return out
+
+
+def measure_scale(url: str, n: int, small_rate: float) -> dict[str, float]:
+    """Enqueue ``n`` jobs x 10 params into a table of their own (the rate next to
+    ``small_rate``, the rate of the smaller enqueue of this run: flat means a ratio near
+    1), then the reads of :mod:`.reads` over them; the table is removed after."""
+    from dbdict_worker.db import maintenance
+    from dbdict_worker.store import Store
+
+    table = _bench_table()
+    out: dict[str, float] = {}
+    with Store.open(url) as store:
+        seconds = 0.0
+        step = 100_000
+        for start in range(0, n, step):  # one enqueue per 100,000: the states fit in memory
+            states = sample_states(min(step, n - start), offset=start)
+            t = time.perf_counter()
+            store.enqueue("bench.noop", states, table=table)
+            seconds += time.perf_counter() - t
+        out["scale_enqueue_jobs_per_s"] = n / seconds
+        out["scale_enqueue_ratio"] = out["scale_enqueue_jobs_per_s"] / small_rate
+        maintenance.vacuum_analyze(store.engine, ["jobs", "state"])
+        full = store.target.url.render_as_string(hide_password=False)
+        out.update({f"scale_{k}": v for k, v in benchreads.measure_reads(full, table).items()})
+        _remove_tables(store, table)
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
-    n_enqueue, n_book, n_e2e, n_pickup = \
-        (5_000, 1_000, 100, 10) if args.quick else (100_000, 10_000, 1_000, 50)
+    n_enqueue, n_book, n_e2e, n_pickup, n_core = \
+        (5_000, 1_000, 100, 10, 1_000) if args.quick else (100_000, 10_000, 1_000, 50, 10_000)
     procs = [int(x) for x in args.procs.split(",")]
+    consumers = [int(x) for x in args.consumers.split(",")]
     runs: dict[str, list[float]] = {}
     for _ in range(args.repeat):
         measured = benchframes.measure_dataframe(args.db, sample_states(n_enqueue))
@@ -399,14 +505,25 @@ def _run(args: argparse.Namespace) -> int:
             for k, v in measured.items():
                 runs.setdefault(k, []).append(v)
             continue
+        for c in consumers:
+            measured.update(measure_queue_core_vs_peer(args.db, n_core, c))
         measured.update(measure_enqueue(args.db, n_enqueue))
+        if peers.pgqueuer_version():
+            measured["pgqueuer_enqueue_jobs_per_s"] = peers.measure_pgqueuer_enqueue(
+                args.db, sample_states(n_enqueue))
+            measured["enqueue_peer_ratio"] = (measured["enqueue_jobs_per_s"]
+                                              / measured["pgqueuer_enqueue_jobs_per_s"])
         for p in procs:
             measured.update(measure_book_finish(args.db, n_book, p))
         measured.update(measure_end_to_end(args.db, n_e2e))
+        measured["end_to_end_ratio"] = (measured["end_to_end_2slots_jobs_per_s"]
+                                        / measured["bare_spawn_2x_per_s"])
         measured.update(logcost.measure_log_cost(args.db, n_e2e))
         measured.update(measure_pickup(args.db, n_pickup))
         if args.history:
             measured.update(measure_booking_with_history(args.db, args.history, n_book // 2))
+        if args.scale:
+            measured.update(measure_scale(args.db, args.scale, measured["enqueue_jobs_per_s"]))
         for k, v in measured.items():
             runs.setdefault(k, []).append(v)
     figures = {k: statistics.median(v) for k, v in runs.items()}
@@ -416,50 +533,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.only == "dataframe":
         print("  ".join(benchframes.table_row(figures, n_enqueue)))
         return 0
-    sizes = {"enqueue": n_enqueue, "book": n_book, "e2e": n_e2e}
-    print("\n".join(format_table(figures, sizes=sizes, procs=procs, history=args.history)))
+    sizes = {"enqueue": n_enqueue, "book": n_book, "e2e": n_e2e, "core": n_core,
+             "scale": args.scale}
+    print(f"pgqueuer: {peers.pgqueuer_version() or 'not installed (pip install dbdict-worker[bench])'}"
+          f"; {args.repeat} round(s), medians")
+    print("\n".join(format_table(figures, sizes=sizes, procs=procs, consumers=consumers,
+                                 history=args.history)))
     return 0
-
-
-def format_table(figures: dict[str, float], *, sizes: dict[str, int], procs: list[int],
-                 history: int = 0) -> list[str]:
-    """The figures as the lines of a table, each next to its baseline and its goal."""
-    f = figures
-    rows = [("figure", "value", "baseline (same run)", "goal"),
-            (f"enqueue {sizes['enqueue']} x 10 params (jobs/s)",
-             f"{f['enqueue_jobs_per_s']:.0f}",
-             f"bare COPY {f['bare_copy_jobs_per_s']:.0f}", ">= 20000")]
-    for p in procs:
-        rows.append((f"book+finish {sizes['book']}, {p} procs (jobs/s)",
-                     f"{f[f'book_finish_{p}p_jobs_per_s']:.0f}",
-                     f"same SQL bare {f[f'bare_book_finish_{p}p_jobs_per_s']:.0f} "
-                     f"(ratio {f[f'book_finish_{p}p_ratio']:.0%}); minimal queue "
-                     f"{f[f'minimal_book_finish_{p}p_jobs_per_s']:.0f}",
-                     "ratio >= 60%" if p == 4 else ""))
-    rows += [
-        (f"export {sizes['enqueue']} x 10 keys to CSV (s)", f"{f['export_csv_s']:.2f}",
-         f"bare COPY of the rows out {f['bare_copy_out_s']:.2f} s", "<= 3 s"),
-        (f"end to end {sizes['e2e']} no-op jobs, 2 slots (jobs/s)",
-         f"{f['end_to_end_2slots_jobs_per_s']:.1f}",
-         f"bare python -c pass x2 {f['bare_spawn_2x_per_s']:.1f}/s", ">= 100"),
-        (f"end to end {sizes['e2e']} jobs printing a line, log capture on / off",
-         f"{f['log_capture_ratio']:.0%}",
-         f"on {f['end_to_end_logs_on_jobs_per_s']:.1f}/s, off "
-         f"{f['end_to_end_logs_off_jobs_per_s']:.1f}/s (medians of 3, interleaved)", ">= 90%"),
-        ("pickup latency p50 / p95 (ms)",
-         f"{f['pickup_p50_ms']:.0f} / {f['pickup_p95_ms']:.0f}",
-         f"bare python -c pass {f['bare_spawn_ms']:.0f} ms", "p50 <= 50"),
-    ]
-    if "dataframe_ratio" in f:
-        rows.append(benchframes.table_row(f, sizes["enqueue"]))
-    if history:
-        rows.append((f"book+finish, {history} DONE in table (jobs/s)",
-                     f"{f['book_finish_with_history_jobs_per_s']:.0f}",
-                     f"same table empty {f['book_finish_empty_jobs_per_s']:.0f}; ready index: "
-                     f"{bool(f['history_plan_uses_ready_index'])}", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
-            for r in rows]
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 set-priority, view, export) and the schema (``dbdict db upgrade``)."""
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import click
 
@@ -98,15 +100,60 @@ def list_(where: tuple[str, ...], status: tuple[str, ...], limit: int | None, as
     """List jobs, by id."""
     sel = selection_args((), where, status, table, need_one=False)
     with open_store(db, table) as store:
-        rows = store.jobs_with_state(limit=limit, **sel)
-    if as_json:
-        click.echo(json_dumps([job_record(j, s) for j, s in rows], nan=json_nan, indent=1,
-                              ensure_ascii=False))
-        return
-    click.echo(f"{'id':>7} {'table':<12} {'status':<9} {'prio':>5} {'att':>3}  parameters")
-    for j, s in rows:
-        click.echo(f"{j.id:>7} {j.table[:12]:<12} {j.status.name:<9} {j.priority:>5g} "
-                   f"{j.attempts:>3}  {_fmt_params(s)}")
+        if limit is not None and limit <= _LIST_PAGE:
+            rows: Iterable[tuple[Any, dict[str, Any]]] = store.jobs_with_state(limit=limit,
+                                                                               **sel)
+            streamed = None
+        else:  # streamed page by page: a million jobs are never all in memory
+            streamed = store.iter_jobs_with_state(**sel)
+            rows = itertools.islice(streamed, limit)
+        with contextlib.closing(streamed) if streamed else contextlib.nullcontext():
+            if as_json:
+                _echo_json_array((job_record(j, s) for j, s in rows), json_nan)
+                return
+            click.echo(f"{'id':>7} {'table':<12} {'status':<9} {'prio':>5} {'att':>3}  "
+                       "parameters")
+            _echo_lines(f"{j.id:>7} {j.table[:12]:<12} {j.status.name:<9} "
+                        f"{j.priority:>5g} {j.attempts:>3}  {_fmt_params(s)}\n"
+                        for j, s in rows)
+
+
+#: Up to this --limit, list reads its jobs in one transaction; beyond, or without one, it
+#: streams them (Store.iter_jobs_with_state).
+_LIST_PAGE = 2000
+
+
+def _echo_json_array(records: Iterable[dict[str, Any]], json_nan: str) -> None:
+    """Write ``records`` as ``json_dumps(list(records), indent=1)`` writes them, followed by
+    a newline, but one record at a time: the same bytes without holding them all."""
+    n = 0
+
+    def parts() -> Iterable[str]:
+        nonlocal n
+        for rec in records:
+            # A record inside an array with indent=1 is the record's own dumps with every
+            # line indented one more space (JSON strings never hold a raw newline).
+            text = json_dumps(rec, nan=json_nan, indent=1, ensure_ascii=False)
+            yield ("[\n " if n == 0 else ",\n ") + text.replace("\n", "\n ")
+            n += 1
+        yield "\n]\n" if n else "[]\n"
+
+    _echo_lines(parts())
+
+
+def _echo_lines(texts: Iterable[str], size: int = 1 << 16) -> None:
+    """click.echo the concatenation of ``texts`` in pieces of about ``size`` characters
+    (click.echo flushes on each call: one call per job would be a write per job)."""
+    buf: list[str] = []
+    held = 0
+    for text in texts:
+        buf.append(text)
+        held += len(text)
+        if held >= size:
+            click.echo("".join(buf), nl=False)
+            buf, held = [], 0
+    if buf:
+        click.echo("".join(buf), nl=False)
 
 
 @main.command(context_settings=CONTEXT)

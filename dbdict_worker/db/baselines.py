@@ -4,10 +4,12 @@ between. The bench also replays the Store's own statements here (captured from t
 see :func:`dbdict_worker.db.connect.sent_statements`)."""
 from __future__ import annotations
 
+import contextlib
 import io
-from typing import IO, TYPE_CHECKING, Any, Iterable, Mapping
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import psycopg2
+from psycopg2 import sql
 
 if TYPE_CHECKING:  # not loaded: the bench's bare workers start faster without SQLAlchemy
     from sqlalchemy.engine import Engine
@@ -102,3 +104,46 @@ class Bare:
         """COPY :func:`scratch_rows` into the scratch tables."""
         self.cursor.copy_expert("COPY bench_jobs FROM STDIN", jobs_rows)
         self.cursor.copy_expert("COPY bench_state FROM STDIN", state_rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scratch databases (the peers' figures: each peer in a database of its own)
+
+
+def libpq_url(url: str, database: str | None = None) -> str:
+    """``url`` (SQLAlchemy or libpq form) as a plain ``postgresql://`` URL that psycopg2 and
+    asyncpg both accept, optionally pointing at another database; password kept."""
+    from sqlalchemy.engine import make_url  # here: the bare workers import this module
+
+    u = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        u = u.set(database=database)
+    return u.render_as_string(hide_password=False)
+
+
+def _admin(admin_url: str, statement: Any) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE refuse one)."""
+    conn = psycopg2.connect(libpq_url(admin_url))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            if callable(statement):
+                statement = statement(conn.server_version)
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, name: str) -> Iterator[str]:
+    """Create the empty database ``name`` on ``admin_url``'s server, yield its URL, drop it
+    afterwards (forcing other sessions off on PostgreSQL 13+), also when the body fails."""
+    ident = sql.Identifier(name)
+    _admin(admin_url, sql.SQL("CREATE DATABASE {}").format(ident))
+    try:
+        yield libpq_url(admin_url, name)
+    finally:
+        # FORCE: a consumer killed mid-run may leave its session behind for a moment.
+        _admin(admin_url, lambda version: sql.SQL(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)" if version >= 130000
+            else "DROP DATABASE IF EXISTS {}").format(ident))

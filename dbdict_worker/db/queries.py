@@ -146,6 +146,40 @@ def key_types(conn: Connection, sel: Selection) -> dict[str, set[int]]:
     return out
 
 
+def key_names(conn: Connection, sel: Selection) -> list[str] | None:
+    """PostgreSQL: the keys of the jobs of ``sel``, sorted, from the state's index alone
+    (a skip scan: one index probe per key) when ``sel`` selects every job; None when it
+    does not (then :func:`key_types` reads the selected jobs' state, all of it)."""
+    if sel.ids is not None or sel.statuses is not None or sel.where:
+        return None
+    if sel.table_ids is not None:
+        # Do the other tables hold any job? Their ids as values, so that the test is an
+        # index probe per table (as a subquery, PostgreSQL scanned every job).
+        others = list(conn.execute(sa.select(job_tables.c.id)
+                                   .where(job_tables.c.id.notin_(sel.table_ids))).scalars())
+        if others and conn.execute(
+                sa.select(sa.exists().where(jobs.c.table_id.in_(others)))).scalar():
+            return None
+    # The next key after each one, from the (key, ...) index: as many probes as keys,
+    # where SELECT DISTINCT key reads every state row.
+    keys = sa.select(sa.func.min(state.c.key).label("key")).cte("keys", recursive=True)
+    later = state.alias("later")
+    keys = keys.union_all(
+        sa.select(sa.select(sa.func.min(later.c.key)).where(later.c.key > keys.c.key)
+                  .scalar_subquery())
+        .where(keys.c.key.is_not(None)))
+    # A key counts only if a job has it (state rows have no foreign key to their job).
+    # LATERAL with LIMIT 1: the first row of the key and its job, where an EXISTS would be
+    # planned as a semi-join over the whole state.
+    st = state.alias("st")
+    hit = (sa.select(sa.literal(1).label("one"))
+           .select_from(st.join(jobs, jobs.c.id == st.c.job_id))
+           .where(st.c.key == keys.c.key).limit(1).lateral("hit"))
+    stmt = (sa.select(keys.c.key).select_from(keys.join(hit, sa.true()))
+            .where(keys.c.key.is_not(None)))
+    return sorted(conn.execute(stmt).scalars())  # Python's order, as sorted(key_types)
+
+
 def booking_span(conn: Connection,
                  job_ids: Sequence[int]) -> tuple[dt.datetime | None, dt.datetime | None]:
     """When the first of the jobs was booked and when the last one finished (database

@@ -1,5 +1,6 @@
-"""The queue core: enqueue, booking, saving a booked job's state, releasing it, heartbeats
-and the lease.
+"""The queue core: booking, saving a booked job's state, releasing it (one job, or the ends
+of many in one statement, with or without the next booking), heartbeats and the lease.
+Enqueue is :mod:`.enqueue`.
 
 Each statement's PostgreSQL and SQLite forms are written next to each other. PostgreSQL does
 each step in one round trip (COPY for state rows, data-modifying CTEs for booking and
@@ -13,22 +14,20 @@ never commits. Every write for a booked job carries the ownership condition, :fu
 from __future__ import annotations
 
 import functools
-import io
-import re
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from dbdict_worker.constants import DEFAULT_MAX_RESTARTS, RESTART_PRIORITY, Status
+from dbdict_worker.constants import RESTART_PRIORITY, Status
 from dbdict_worker import retrying
 from dbdict_worker.db import values
+from dbdict_worker.db.enqueue import insert_state, prepare_state
 from dbdict_worker.db.models import (JOB_COLUMNS, Completion, Job, Rescued, Selection, Token,
                                      job_from_row, utc)
 from dbdict_worker.db.queries import add_events, select_jobs, select_state
-from dbdict_worker.db.schema import (db_ago, db_later, db_now, events, job_tables, jobs, state,
-                                     submissions)
+from dbdict_worker.db.schema import db_ago, db_later, db_now, events, job_tables, jobs, state
 
 SQLITE = "sqlite"
 
@@ -71,180 +70,6 @@ def _token_params(token: Token) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Enqueue
-
-
-def ensure_table(conn: Connection, name: str) -> int:
-    """The id of the job table ``name``, creating it if needed (safe under concurrency)."""
-    insert = sqlite.insert if conn.dialect.name == SQLITE else postgresql.insert
-    conn.execute(insert(job_tables).values(name=name).on_conflict_do_nothing())
-    return conn.execute(sa.select(job_tables.c.id).where(job_tables.c.name == name)).scalar_one()
-
-
-# A job's state travels to the database as a "payload" prepared without the job's id (so
-# that a big enqueue can prepare the next batch while the database stores the previous one):
-# on PostgreSQL a block of COPY lines whose id column is _ID_MARK, on SQLite a list of
-# (key, vtype, num, txt) rows.
-_ID_MARK = "\x00"  # never in checked text: state.check_value and check_key refuse NUL
-_COPY_NULL = "\\N"
-_COPY_SPECIAL = re.compile(r"[\\\n\r\t]")
-_STATE_COLUMNS = ("job_id", "key", "vtype", "num", "txt")
-
-StatePayload = Union[str, list]
-
-
-def _copy_escape(text: str) -> str:
-    if _COPY_SPECIAL.search(text) is None:
-        return text
-    return (text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-            .replace("\t", "\\t"))
-
-
-@functools.lru_cache(maxsize=65536)
-def _copy_key(key: str) -> str:
-    return f"\t{_copy_escape(key)}\t"
-
-
-def prepare_state(dialect: str, flat: Mapping[str, Any]) -> StatePayload:
-    """A checked flat state as a payload for :func:`insert_state` (``dialect`` is
-    ``conn.dialect.name``)."""
-    if dialect == SQLITE:
-        # SQLite's REAL columns cannot hold NaN: num is NULL there (txt keeps the value).
-        return [(key, *values.encode(value, nan_as_null=True)) for key, value in flat.items()]
-    parts = []
-    for key, value in flat.items():
-        vtype, num, txt = values.encode(value)
-        parts.append(f"{_ID_MARK}{_copy_key(key)}{vtype}\t"
-                     f"{_COPY_NULL if num is None else repr(num)}\t"
-                     f"{_COPY_NULL if txt is None else _copy_escape(txt)}\n")
-    return "".join(parts)
-
-
-def insert_state(conn: Connection, payloads: Sequence[tuple[int, StatePayload]]) -> None:
-    """Store prepared states, as ``(job_id, payload)`` pairs: one COPY on PostgreSQL (an
-    order of magnitude faster than INSERT for the millions of rows of a big sweep),
-    executemany on SQLite."""
-    if conn.dialect.name == SQLITE:
-        rows = [dict(zip(_STATE_COLUMNS, (job_id, *row)))
-                for job_id, payload in payloads for row in payload]
-        if rows:
-            conn.execute(sa.insert(state), rows)
-        return
-    text = "".join(block.replace(_ID_MARK, str(job_id)) for job_id, block in payloads)
-    if not text:
-        return
-    # The DBAPI connection under ``conn``: the COPY runs inside the caller's transaction.
-    cur = conn.connection.driver_connection.cursor()
-    try:
-        cur.copy_expert(f"COPY state ({', '.join(_STATE_COLUMNS)}) FROM STDIN",
-                        io.StringIO(text))
-    finally:
-        cur.close()
-
-
-# PostgreSQL: one statement per batch, the rows travel as two arrays, not as bound rows.
-_INSERT_JOBS_POSTGRESQL = sa.text("""
-    INSERT INTO jobs (table_id, experiment, priority, max_attempts, max_restarts, retries,
-                      retry_on, retry_delay, timeout, stall_after, submission_id, params_hash,
-                      replica, dedup)
-    SELECT :table_id, :experiment, :priority, :max_attempts, :max_restarts, :retries,
-           :retry_on, :retry_delay, :timeout, :stall_after, :submission_id, u.h, u.r, :dedup
-    FROM unnest(CAST(:hashes AS text[]), CAST(:replicas AS integer[])) AS u(h, r)
-    ON CONFLICT (table_id, experiment, params_hash, replica) WHERE dedup DO NOTHING
-    RETURNING id, params_hash, replica
-""")
-# SQLite: executemany of one bound row per job.
-_INSERT_JOBS_SQLITE = {
-    True: sqlite.insert(jobs).on_conflict_do_nothing(
-        index_elements=[jobs.c.table_id, jobs.c.experiment, jobs.c.params_hash, jobs.c.replica],
-        index_where=jobs.c.dedup,
-    ).returning(jobs.c.id, jobs.c.params_hash, jobs.c.replica),
-    False: sa.insert(jobs).returning(jobs.c.id, jobs.c.params_hash, jobs.c.replica),
-}
-
-
-def _insert_job_rows(conn: Connection, base: dict, keys: list[tuple[str, int]],
-                     dedup: bool) -> list[tuple[int, str, int]]:
-    """Insert one job row per (hash, replica); returns (id, hash, replica) of the rows made
-    (dedup rows that conflict with an existing one are not made)."""
-    if conn.dialect.name == SQLITE:
-        rows = [dict(base, params_hash=h, replica=r, dedup=dedup) for h, r in keys]
-        return [tuple(r) for r in conn.execute(_INSERT_JOBS_SQLITE[dedup], rows)]
-    params = dict(base, dedup=dedup, hashes=[h for h, _ in keys], replicas=[r for _, r in keys])
-    return [tuple(r) for r in conn.execute(_INSERT_JOBS_POSTGRESQL, params)]
-
-
-#: The job columns an enqueue may set beyond the fixed ones, with their values when not set.
-POLICY_COLUMNS: Mapping[str, Any] = {"retries": 0, "retry_on": None, "retry_delay": None,
-                                     "timeout": None, "stall_after": None,
-                                     "submission_id": None}
-
-
-def insert_submission(conn: Connection, facts: Mapping[str, Any]) -> int:
-    """Record one enqueue's provenance (columns of ``submissions``); its id."""
-    return conn.execute(sa.insert(submissions).values(**facts)
-                        .returning(submissions.c.id)).scalar_one()
-
-
-def insert_jobs(
-    conn: Connection,
-    *,
-    table_id: int,
-    experiment: str,
-    items: Sequence[tuple[str, int, StatePayload]],
-    priority: float,
-    max_attempts: int,
-    max_restarts: int = DEFAULT_MAX_RESTARTS,
-    policy: Mapping[str, Any] | None = None,
-    force: bool,
-) -> tuple[list[int], int]:
-    """Insert jobs given as ``(params_hash, replica, state payload)`` (see
-    :func:`prepare_state`); returns the new ids (in
-    the order of ``items``) and how many were skipped as duplicates of existing jobs.
-    ``policy`` sets the columns of :data:`POLICY_COLUMNS` (the others stay NULL or 0).
-
-    Without ``force`` a job equal to an existing one (same table, experiment, parameters and
-    replica) is skipped; the unique partial index makes this hold even when two enqueuers race.
-    With ``force`` such a job is added as an extra copy.
-    """
-    if not items:
-        return [], 0
-    unknown = set(policy or ()) - set(POLICY_COLUMNS)
-    if unknown:
-        raise ValueError(f"not a job policy column: {', '.join(sorted(unknown))}")
-    base = {"table_id": table_id, "experiment": experiment, "priority": priority,
-            "max_attempts": max_attempts, "max_restarts": max_restarts,
-            **POLICY_COLUMNS, **(policy or {})}
-    # Rows are matched back to items by (hash, replica): equal keys mean equal states, so
-    # which of several equal items gets which id does not matter.
-    made: dict[tuple[str, int], list[int]] = {}
-    for job_id, h, r in _insert_job_rows(conn, base, [(h, r) for h, r, _ in items], True):
-        made.setdefault((h, r), []).append(job_id)
-    ids: list[int | None] = []
-    leftovers: list[int] = []  # items equal to an existing job or to an earlier item
-    for i, (h, r, _) in enumerate(items):
-        got = made.get((h, r))
-        if got:
-            ids.append(got.pop())
-        else:
-            ids.append(None)
-            leftovers.append(i)
-    skipped = 0
-    if leftovers and force:
-        copies: dict[tuple[str, int], list[int]] = {}
-        keys = [items[i][:2] for i in leftovers]
-        for job_id, h, r in _insert_job_rows(conn, base, keys, False):
-            copies.setdefault((h, r), []).append(job_id)
-        for i in leftovers:
-            ids[i] = copies[items[i][:2]].pop()
-    else:
-        skipped = len(leftovers)
-    insert_state(conn, [(job_id, payload) for job_id, (_, _, payload) in zip(ids, items)
-                        if job_id is not None])
-    return [i for i in ids if i is not None], skipped
-
-
-# --------------------------------------------------------------------------------------------
 # Booking
 
 
@@ -264,16 +89,21 @@ def _pick(with_tables: bool) -> sa.Select:
             .order_by(jobs.c.priority.desc(), jobs.c.id).limit(sa.bindparam("n")))
 
 
+def _booked_values() -> dict[str, Any]:
+    """What a booking sets on each booked row."""
+    return dict(
+        status=Status.RUNNING, attempts=jobs.c.attempts + 1, worker_id=sa.bindparam("new_worker"),
+        host=sa.bindparam("new_host"), booked_at=db_now(), heartbeat_at=db_now(),
+        updated_at=db_now(), finished_at=sa.null(), error=sa.null(), not_before=sa.null(),
+        run_info=sa.bindparam("new_run_info", None, type_=sa.Text(), required=False))
+
+
 @functools.lru_cache(maxsize=None)
 def booking_statements(dialect: str, with_tables: bool) -> tuple[sa.Executable, ...]:
     """The statements a booking sends, built once, with the bind parameters ``n`` (how many),
     ``new_worker``, ``new_host``, ``new_run_info`` (the attempt's provenance, JSON text;
     NULL when not given) and, ``with_tables``, ``table_ids``."""
-    booked_values = dict(
-        status=Status.RUNNING, attempts=jobs.c.attempts + 1, worker_id=sa.bindparam("new_worker"),
-        host=sa.bindparam("new_host"), booked_at=db_now(), heartbeat_at=db_now(),
-        updated_at=db_now(), finished_at=sa.null(), error=sa.null(), not_before=sa.null(),
-        run_info=sa.bindparam("new_run_info", None, type_=sa.Text(), required=False))
+    booked_values = _booked_values()
     if dialect == SQLITE:
         # One writer at a time: no row lock to skip. The UPDATE returns the booked ids, then
         # one event per id (executemany of ``booked_id``); the rows are read back after.
@@ -285,6 +115,14 @@ def booking_statements(dialect: str, with_tables: bool) -> tuple[sa.Executable, 
         return booking, logging
     # One round trip: pick the ready rows (skipping those another booker holds), update
     # them, log the events and return the rows with their table's name and their state.
+    booked, logged, columns = _booking_parts(with_tables, booked_values)
+    return (sa.select(*columns).select_from(booked).add_cte(logged),)
+
+
+def _booking_parts(with_tables: bool, booked_values: dict[str, Any],
+                   ) -> tuple[sa.FromClause, sa.CTE, list[sa.ColumnElement]]:
+    """PostgreSQL booking's pieces: the booked rows joined to their table, the CTE that logs
+    their events, and the columns to return (the job's, then its state as JSON)."""
     picked = _pick(with_tables).with_for_update(skip_locked=True).cte("picked")
     updated = (sa.update(jobs).where(jobs.c.id == picked.c.id).values(**booked_values)
                .returning(*jobs.c).cte("booked"))
@@ -298,9 +136,22 @@ def booking_statements(dialect: str, with_tables: bool) -> tuple[sa.Executable, 
     state_json = (sa.select(sa.func.json_agg(sa.func.json_build_array(st.c.key, st.c.vtype,
                                                                       st.c.txt)))
                   .where(st.c.job_id == updated.c.id).scalar_subquery())
-    return (sa.select(*columns, state_json)
-            .select_from(updated.join(job_tables, job_tables.c.id == updated.c.table_id))
-            .add_cte(logged),)
+    return (updated.join(job_tables, job_tables.c.id == updated.c.table_id), logged,
+            [*columns, state_json])
+
+
+@functools.lru_cache(maxsize=None)
+def finish_and_book_statement(with_tables: bool) -> sa.Executable:
+    """PostgreSQL: the ends of :func:`finish_owned_many` (no new states) and a booking, in
+    one statement: one round trip and one commit where a consumer whose claimed jobs all
+    ended would make two. Its first column is the array of the ids written; then one row
+    per booked job as a booking returns it (one row of NULLs when nothing was booked).
+    Bind parameters: those of both."""
+    ended = _finish_many_postgresql().cte("ended")
+    written = sa.select(sa.func.array_agg(ended.c.job_id).label("written")).cte("written")
+    booked, logged, columns = _booking_parts(with_tables, _booked_values())
+    return (sa.select(written.c.written, *columns)
+            .select_from(written.outerjoin(booked, sa.true())).add_cte(logged))
 
 
 def next_due(conn: Connection, table_ids: Sequence[int] | None) -> float | None:
@@ -321,10 +172,7 @@ def book(conn: Connection, *, worker_id: str, host: str, table_ids: Sequence[int
     """Book up to ``n`` ready jobs for ``worker_id``, highest priority first, then lowest
     id; rows another booker holds are skipped, never waited for; each gets ``run_info``.
     Returns each job with its flat state (one round trip on PostgreSQL)."""
-    params: dict[str, Any] = {"n": n, "new_worker": worker_id, "new_host": host,
-                              "new_run_info": run_info}
-    if table_ids is not None:
-        params["table_ids"] = list(table_ids)
+    params = _booking_params(worker_id, host, table_ids, n, run_info)
     statements = booking_statements(conn.dialect.name, table_ids is not None)
     if conn.dialect.name == SQLITE:
         booking, logging = statements
@@ -337,11 +185,57 @@ def book(conn: Connection, *, worker_id: str, host: str, table_ids: Sequence[int
         booked = [(j, states[j.id]) for j in select_jobs(conn, Selection(ids=tuple(ids)))]
     else:
         (booking,) = statements
-        booked = []
-        for row in conn.execute(booking, params):
-            flat = {key: values.decode(vtype, None, txt) for key, vtype, txt in row[-1] or ()}
-            booked.append((job_from_row(row[:-1]), dict(sorted(flat.items()))))
+        booked = _booked(conn.execute(booking, params))
     return sorted(booked, key=lambda b: (-b[0].priority, b[0].id))
+
+
+def _booked(rows: Iterable[Sequence[Any]]) -> list[tuple[Job, dict[str, Any]]]:
+    """Each booked row (the job's columns, then its state as JSON) as a job and its flat
+    state, sorted by key."""
+    out = []
+    for row in rows:
+        flat = {key: values.decode(vtype, None, txt) for key, vtype, txt in row[-1] or ()}
+        out.append((job_from_row(row[:-1]), dict(sorted(flat.items()))))
+    return out
+
+
+def _booking_params(worker_id: str, host: str, table_ids: Sequence[int] | None, n: int,
+                    run_info: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"n": n, "new_worker": worker_id, "new_host": host,
+                              "new_run_info": run_info}
+    if table_ids is not None:
+        params["table_ids"] = list(table_ids)
+    return params
+
+
+def _finish_params(worker_id: str, done: Sequence[tuple[Completion, str]]) -> dict[str, Any]:
+    rows = [(c.token.job_id, c.token.attempt, int(c.status), c.error, c.workdir, detail)
+            for c, detail in sorted(done, key=lambda d: d[0].token.job_id)]  # lock order
+    params: dict[str, Any] = {bind: list(column)
+                              for (bind, _, _), column in zip(_FINISH_ARRAYS, zip(*rows))}
+    params["own_worker"] = worker_id
+    return params
+
+
+def finish_and_book(conn: Connection, *, worker_id: str, host: str,
+                    table_ids: Sequence[int] | None, n: int, run_info: str | None,
+                    done: Sequence[tuple[Completion, str]],
+                    ) -> tuple[list[int], list[tuple[Job, dict[str, Any]]]]:
+    """:func:`finish_owned_many` of ``done`` (whose completions carry no state), then
+    :func:`book` of up to ``n`` jobs; one statement on PostgreSQL. Returns the ids written
+    and the jobs booked."""
+    if any(c.state is not None for c, _ in done):
+        raise ValueError("finish_and_book() takes completions without a state")
+    if conn.dialect.name == SQLITE or not done:
+        written = finish_owned_many(conn, worker_id, done)
+        return written, book(conn, worker_id=worker_id, host=host, table_ids=table_ids, n=n,
+                             run_info=run_info)
+    params = dict(_finish_params(worker_id, done),
+                  **_booking_params(worker_id, host, table_ids, n, run_info))
+    rows = conn.execute(finish_and_book_statement(table_ids is not None), params).all()
+    written = list(rows[0][0] or ()) if rows else []
+    booked = _booked(row[1:] for row in rows if row[1] is not None)
+    return written, sorted(booked, key=lambda b: (-b[0].priority, b[0].id))
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,11 +393,8 @@ def finish_owned_many(conn: Connection, worker_id: str,
                    if release_owned(conn, c.token, c.status, priority=None, error=c.error,
                                     workdir=c.workdir, event=("finished", detail))]
     else:
-        rows = [(c.token.job_id, c.token.attempt, int(c.status), c.error, c.workdir, detail)
-                for c, detail in sorted(done, key=lambda d: d[0].token.job_id)]  # lock order
-        params = {bind: list(column) for (bind, _, _), column in zip(_FINISH_ARRAYS, zip(*rows))}
         written = list(conn.execute(_finish_many_postgresql(),
-                                    dict(params, own_worker=worker_id)).scalars())
+                                    _finish_params(worker_id, done)).scalars())
     mine = set(written)
     with_state = [(c.token.job_id, c.state) for c, _ in done
                   if c.state is not None and c.token.job_id in mine]

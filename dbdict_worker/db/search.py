@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from dbdict_worker.constants import Status
-from dbdict_worker.db import queue
+from dbdict_worker.db import enqueue as enqueueq
 from dbdict_worker.db import workers as workerq
 from dbdict_worker.db.queries import select_state
 from dbdict_worker.db.schema import db_now, job_tables, jobs, metrics, searches
@@ -84,9 +84,9 @@ def enqueue_trial(conn: Connection, *, search_id: int, table: str, experiment: s
     conn.execute(sa.select(searches.c.id).where(searches.c.id == search_id).with_for_update())
     number = conn.execute(sa.select(sa.func.coalesce(sa.func.max(jobs.c.trial) + 1, 0))
                           .where(jobs.c.search_id == search_id)).scalar_one()
-    table_id = queue.ensure_table(conn, table)
-    payload = queue.prepare_state(conn.dialect.name, flat)
-    ids, _ = queue.insert_jobs(conn, table_id=table_id, experiment=experiment,
+    table_id = enqueueq.ensure_table(conn, table)
+    payload = enqueueq.prepare_state(conn.dialect.name, flat)
+    ids, _ = enqueueq.insert_jobs(conn, table_id=table_id, experiment=experiment,
                                items=[(params_hash, 0, payload)], priority=1.0,
                                max_attempts=max_attempts, policy=policy, force=True)
     conn.execute(sa.update(jobs).where(jobs.c.id == ids[0])

@@ -194,8 +194,18 @@ class Syncer:
         """Create the remote directory, then copy it into the local workdir (SyncError)."""
         self.create_remote()
         self.local.mkdir(parents=True, exist_ok=True)
+        if not self.remote.is_remote and self._remote_empty():
+            return  # a new job's directory: nothing to copy, no rsync to start
         self._retry(f"pull from {self.remote}", lambda: self._rsync(
             self.remote.rsync_arg(), str(self.local) + "/"))
+
+    def _remote_empty(self) -> bool:
+        """Whether the local remote directory holds nothing (unreadable counts as not)."""
+        try:
+            with os.scandir(self.remote.path) as entries:
+                return next(entries, None) is None
+        except OSError:
+            return False  # let rsync meet the problem and report it as it does
 
     def push(self, *, attempts: int | None = None) -> None:
         """Copy the local workdir into the exproot (new and changed files; never deletes)."""

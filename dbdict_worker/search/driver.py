@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 from dbdict_worker import state as statemod
 from dbdict_worker.constants import DEFAULT_MAX_ATTEMPTS, DEFAULT_TABLE
 from dbdict_worker.db import search as dbsearch
-from dbdict_worker.db import queue
+from dbdict_worker.db import enqueue as enqueueq
 from dbdict_worker.errors import DbdictError, UsageError
 from dbdict_worker.names import check_table_name
 from dbdict_worker.search import study as studymod
@@ -100,7 +100,7 @@ def run(store: Any, experiment: str, space: Any, *, objective: str,
 def _open_search(conn: Any, name: str, table: str, fields: Mapping[str, Any]) -> int:
     found = dbsearch.get_search(conn, name)
     if found is None:
-        table_id = queue.ensure_table(conn, table)
+        table_id = enqueueq.ensure_table(conn, table)
         return dbsearch.create_search(conn, name, {**fields, "table_id": table_id})
     differ = [k for k, v in fields.items() if found[k] != v]
     if found["table"] != table:

@@ -18,7 +18,12 @@ def test_quick_bench_prints_every_figure_and_leaves_nothing(pg_cli, pg_url):
                  "bare_copy_out_s", "book_finish_4p_jobs_per_s",
                  "bare_book_finish_4p_jobs_per_s", "book_finish_4p_ratio",
                  "minimal_book_finish_4p_jobs_per_s", "end_to_end_2slots_jobs_per_s",
-                 "bare_spawn_2x_per_s", "pickup_p50_ms", "pickup_p95_ms", "bare_spawn_ms"):
+                 "bare_spawn_2x_per_s", "pickup_p50_ms", "pickup_p95_ms", "bare_spawn_ms",
+                 # each goal's figure next to its peer (pgqueuer, in the test extra) or
+                 # baseline from the same run, and their ratio
+                 "queue_core_2c_jobs_per_s", "pgqueuer_2c_jobs_per_s", "queue_core_2c_ratio",
+                 "queue_core_claim1_2c_jobs_per_s", "pgqueuer_batch1_2c_jobs_per_s",
+                 "pgqueuer_enqueue_jobs_per_s", "enqueue_peer_ratio", "end_to_end_ratio"):
         assert figures[name] > 0, name
     # Only the user's own table and job are left.
     assert store.tables() == ["users_own"] and len(store.jobs()) == 1

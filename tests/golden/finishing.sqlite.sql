@@ -15,3 +15,5 @@ INSERT INTO events (job_id, kind, worker_id, detail) VALUES (:own_id, :event_kin
 -- the release above once per job on SQLite):
 UPDATE jobs SET status=:new_status, updated_at=strftime('%Y-%m-%d %H:%M:%f000', 'now'), heartbeat_at=strftime('%Y-%m-%d %H:%M:%f000', 'now'), finished_at=strftime('%Y-%m-%d %H:%M:%f000', 'now'), workdir=:new_workdir, error=:new_error WHERE jobs.id = :own_id AND jobs.attempts = :own_attempt AND jobs.worker_id = :own_worker AND jobs.status = :status_1;
 INSERT INTO events (job_id, kind, worker_id, detail) VALUES (:own_id, :event_kind, :own_worker, :event_detail);
+
+-- Finish many and book (queue.finish_and_book, PostgreSQL; on SQLite the two above):

@@ -63,3 +63,31 @@ def test_finish_of_a_lost_job_raises_and_bad_batches_are_refused(store):
         store.finish_many([Completion(b.token, Status.DONE), Completion(b.token, Status.DONE)])
     assert store.job(b.job.id)[0].status == Status.RUNNING  # nothing written by a refusal
     assert store.finish_many([]) == []
+
+
+def test_finish_and_book_ends_the_owned_jobs_and_books_the_next_ones(store):
+    store.enqueue("exp", [{"i": i} for i in range(5)], table="t")
+    a, b = store.book("w1", "host", tables=["t"], n=2)
+    store.cancel(ids=[b.job.id])
+    written, booked = store.finish_and_book(
+        [Completion(a.token, Status.DONE), Completion(b.token, Status.ERR_RUN, error="x")],
+        "host", tables=["t"], n=2)
+    assert written == [a.job.id]
+    assert store.job(a.job.id)[0].status == Status.DONE
+    assert store.job(b.job.id)[0].status == Status.CANCELED  # not ours: untouched
+    assert [x.job.id for x in booked] == [a.job.id + 2, a.job.id + 3]
+    assert all(x.job.status == Status.RUNNING and x.token.worker_id == "w1" for x in booked)
+    assert [x.state["i"] for x in booked] == [2, 3]  # the state comes with the booking
+    for x in booked:
+        assert [e.kind for e in store.events(x.job.id)] == ["booked"]
+    # The last ends with nothing left to book: the ends are still written.
+    (last,) = store.book("w1", "host", tables=["t"], n=5)
+    held = [*booked, last]
+    written, booked = store.finish_and_book(
+        [Completion(x.token, Status.DONE) for x in held], "host", tables=["t"], n=3)
+    assert sorted(written) == sorted(x.job.id for x in held)
+    assert booked == []
+    assert store.counts(tables=["t"]) == {("t", Status.DONE): 4, ("t", Status.CANCELED): 1}
+    with pytest.raises(ValueError):
+        store.finish_and_book([Completion(last.token, Status.DONE, state={"x": 1})], "host",
+                              tables=["t"])

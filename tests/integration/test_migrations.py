@@ -8,7 +8,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from dbdict_worker.constants import DEFAULT_MAX_RESTARTS, DEFAULT_TABLE, Status
-from dbdict_worker.db import migrate, queue
+from dbdict_worker.db import enqueue as enqueueq
+from dbdict_worker.db import migrate
 from dbdict_worker.db.schema import SCHEMA_REVISION, VERSION_TABLE, metadata
 from dbdict_worker.errors import SchemaError
 from dbdict_worker.state import flatten, param_hash
@@ -97,7 +98,7 @@ def _enqueue_as_released(store: Store, states: list[dict],
     enqueue writes today's columns, which an old schema lacks)."""
     dialect = store.engine.dialect.name
     with store.engine.begin() as conn:
-        table_id = queue.ensure_table(conn, DEFAULT_TABLE)
+        table_id = enqueueq.ensure_table(conn, DEFAULT_TABLE)
         ids = []
         for st in states:
             flat = flatten(st)
@@ -105,7 +106,7 @@ def _enqueue_as_released(store: Store, states: list[dict],
                 sa.text("INSERT INTO jobs (table_id, experiment, status, params_hash) "
                         "VALUES (:t, 'pkg.exp', :s, :h) RETURNING id"),
                 {"t": table_id, "s": int(status), "h": param_hash(flat)}).scalar_one())
-            queue.insert_state(conn, [(ids[-1], queue.prepare_state(dialect, flat))])
+            enqueueq.insert_state(conn, [(ids[-1], enqueueq.prepare_state(dialect, flat))])
     return ids
 
 

@@ -124,7 +124,7 @@ def test_trial_enqueue_numbers_and_equal_params(store):
     """Trials are numbered 0.. in the enqueue's transaction; equal parameters in two
     trials make two jobs (not deduplicated away)."""
     sid = store.transaction(lambda c: dbsearch.create_search(c, "s1", {
-        "table_id": __import__("dbdict_worker.db.queue", fromlist=["x"]).ensure_table(c, "t"),
+        "table_id": __import__("dbdict_worker.db.enqueue", fromlist=["x"]).ensure_table(c, "t"),
         "experiment": "e.f", "space": "{}", "objective": "v", "direction": "minimize",
         "sampler": "random", "budget": 3, "max_pending": 3}))
     from dbdict_worker.state import param_hash

@@ -45,7 +45,9 @@ CASES: dict[str, tuple[str, list[tuple[str, Callable[[str], tuple]]]]] = {
           lambda d: queue.release_statements(d, True, True)),
          ("Finish many (queue.finish_owned_many: one statement for a batch on PostgreSQL,\n"
           "-- the release above once per job on SQLite):",
-          queue.finish_many_statements)]),
+          queue.finish_many_statements),
+         ("Finish many and book (queue.finish_and_book, PostgreSQL; on SQLite the two above):",
+          lambda d: (queue.finish_and_book_statement(True),) if d == "postgresql" else ())]),
 }
 
 

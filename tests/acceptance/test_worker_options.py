@@ -108,7 +108,11 @@ def test_poll_only_does_not_listen_and_still_picks_up_new_jobs(pg_store, pg_url,
 def test_live_worker_that_lost_its_job_kills_it_and_writes_nothing(
         pg_store, pg_url, tmp_path, workers):
     (job_id,) = pg_store.enqueue(LOOP, [{"total": 200, "sleep": 0.04}]).created
-    a = workers(pg_url, "a", *FAST, "--workdir-base", str(tmp_path / "wa"))
+    # Frozen in the middle of a save's transaction, a would hold the job's row lock, which
+    # b's rescue skips: the server ends such a session after a second, as the README tells
+    # administrators to set up (idle_in_transaction_session_timeout).
+    a = workers(pg_url, "a", *FAST, "--workdir-base", str(tmp_path / "wa"),
+                env={"PGOPTIONS": "-c idle_in_transaction_session_timeout=1000"})
     wait_for(lambda: pg_store.job(job_id)[1].get("step", 0) > 5, 60, "saved progress")
     a_id = pg_store.job(job_id)[0].worker_id
     (a_dir,) = (tmp_path / "wa").glob(f"*/default/{job_id}")

@@ -4,7 +4,7 @@ heartbeats. Every write for a booked job is conditional on its fencing token."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence
 
 from dbdict_worker import state as statemod
 from dbdict_worker.constants import RESTART_PRIORITY, Status
@@ -13,8 +13,6 @@ from dbdict_worker.db import workers as workerq
 from dbdict_worker.db.connect import Connection
 from dbdict_worker.db.models import Booking, Completion, Token
 from dbdict_worker.errors import LostOwnership
-
-T = TypeVar("T")
 
 
 class QueueCalls:

@@ -163,32 +163,21 @@ class QueueCalls:
         ``priority``, bookable ``delay`` seconds from now (database clock), its count of
         INCOMPLETE returns without progress set to ``restarts`` and of retries used to
         ``retried`` (None keeps them); ``event`` is the kind of its history event."""
-        self._release(token, Status.START, state=state, error=None, workdir=workdir,
-                      priority=priority, what="requeue", reason=reason, delay=delay,
-                      restarts=restarts, retried=retried, kind=event)
-
-    def _release(self, token: Token, status: Status, *, state: Mapping[str, Any] | None,
-                 error: str | None, workdir: str | None, priority: float | None, what: str,
-                 reason: str | None = None, delay: float = 0.0,
-                 restarts: int | None = None, retried: int | None = None,
-                 kind: str = "requeued") -> None:
         clean = user_state(state) if state is not None else None
-        event = ("finished" if status != Status.START else kind,
-                 _release_detail(status, reason, error, delay))
+        detail = _release_detail(Status.START, reason, None, delay)
 
         def run(conn: Connection) -> bool:
             # Ownership first (the row stays locked to the end of the transaction), then the
             # state, so a lost job's state is never touched.
-            if not queue.release_owned(conn, token, status, priority=priority, error=error,
-                                       workdir=workdir, event=event, delay=delay,
+            if not queue.release_owned(conn, token, Status.START, priority=priority, error=None,
+                                       workdir=workdir, event=(event, detail), delay=delay,
                                        restarts=restarts, retried=retried):
                 return False
             if clean is not None:
                 queue.replace_state(conn, token.job_id, clean)
-            if status == Status.START:
-                workerq.notify(conn, workerq.JOBS_CHANNEL)
+            workerq.notify(conn, workerq.JOBS_CHANNEL)
             return True
-        self._owned_write(token, what, run)
+        self._owned_write(token, "requeue", run)
 
     def unbook(self, token: Token, reason: str) -> None:
         """Give back a booked job that never started because the worker's own environment

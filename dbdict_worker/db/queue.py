@@ -103,28 +103,27 @@ def booking_statements(dialect: str, with_tables: bool) -> tuple[sa.Executable, 
     """The statements a booking sends, built once, with the bind parameters ``n`` (how many),
     ``new_worker``, ``new_host``, ``new_run_info`` (the attempt's provenance, JSON text;
     NULL when not given) and, ``with_tables``, ``table_ids``."""
-    booked_values = _booked_values()
     if dialect == SQLITE:
         # One writer at a time: no row lock to skip. The UPDATE returns the booked ids, then
         # one event per id (executemany of ``booked_id``); the rows are read back after.
         booking = (sa.update(jobs).where(jobs.c.id.in_(_pick(with_tables).scalar_subquery()))
-                   .values(**booked_values).returning(jobs.c.id))
+                   .values(**_booked_values()).returning(jobs.c.id))
         logging = sa.insert(events).values(
             job_id=sa.bindparam("booked_id"), kind="booked", worker_id=sa.bindparam("new_worker"),
             detail=sa.bindparam("new_host"))
         return booking, logging
     # One round trip: pick the ready rows (skipping those another booker holds), update
     # them, log the events and return the rows with their table's name and their state.
-    booked, logged, columns = _booking_parts(with_tables, booked_values)
+    booked, logged, columns = _booking_parts(with_tables)
     return (sa.select(*columns).select_from(booked).add_cte(logged),)
 
 
-def _booking_parts(with_tables: bool, booked_values: dict[str, Any],
+def _booking_parts(with_tables: bool,
                    ) -> tuple[sa.FromClause, sa.CTE, list[sa.ColumnElement]]:
     """PostgreSQL booking's pieces: the booked rows joined to their table, the CTE that logs
     their events, and the columns to return (the job's, then its state as JSON)."""
     picked = _pick(with_tables).with_for_update(skip_locked=True).cte("picked")
-    updated = (sa.update(jobs).where(jobs.c.id == picked.c.id).values(**booked_values)
+    updated = (sa.update(jobs).where(jobs.c.id == picked.c.id).values(**_booked_values())
                .returning(*jobs.c).cte("booked"))
     logged = sa.insert(events).from_select(
         ["job_id", "kind", "worker_id", "detail"],
@@ -149,7 +148,7 @@ def finish_and_book_statement(with_tables: bool) -> sa.Executable:
     Bind parameters: those of both."""
     ended = _finish_many_postgresql().cte("ended")
     written = sa.select(sa.func.array_agg(ended.c.job_id).label("written")).cte("written")
-    booked, logged, columns = _booking_parts(with_tables, _booked_values())
+    booked, logged, columns = _booking_parts(with_tables)
     return (sa.select(written.c.written, *columns)
             .select_from(written.outerjoin(booked, sa.true())).add_cte(logged))
 
@@ -254,8 +253,16 @@ def touch_owned(conn: Connection, token: Token) -> bool:
 
 def replace_state(conn: Connection, job_id: int, flat: Mapping[str, Any]) -> None:
     """Replace a job's whole state (the caller has checked ownership in this transaction)."""
-    conn.execute(sa.delete(state).where(state.c.job_id == job_id))
-    insert_state(conn, [(job_id, prepare_state(conn.dialect.name, flat))])
+    replace_states(conn, [(job_id, flat)])
+
+
+def replace_states(conn: Connection, states: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+    """Replace the whole state of each job of ``states`` (``(job_id, flat)`` pairs): one
+    DELETE and one COPY for them all (the caller has checked ownership)."""
+    if not states:
+        return
+    conn.execute(sa.delete(state).where(state.c.job_id.in_([i for i, _ in states])))
+    insert_state(conn, [(i, prepare_state(conn.dialect.name, flat)) for i, flat in states])
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,12 +403,8 @@ def finish_owned_many(conn: Connection, worker_id: str,
         written = list(conn.execute(_finish_many_postgresql(),
                                     _finish_params(worker_id, done)).scalars())
     mine = set(written)
-    with_state = [(c.token.job_id, c.state) for c, _ in done
-                  if c.state is not None and c.token.job_id in mine]
-    if with_state:
-        conn.execute(sa.delete(state).where(state.c.job_id.in_([i for i, _ in with_state])))
-        insert_state(conn, [(i, prepare_state(conn.dialect.name, flat))
-                            for i, flat in with_state])
+    replace_states(conn, [(c.token.job_id, c.state) for c, _ in done
+                          if c.state is not None and c.token.job_id in mine])
     return written
 
 
